@@ -1,0 +1,846 @@
+//! The engine: classifies each packet against the state table.
+
+use crate::config::Config;
+use crate::reason::DropReason;
+use crate::table::{Entry, Key, Table, STATUS_ASSURED, STATUS_SEEN_REPLY};
+use crate::tcp::{self, Decision, TcpState};
+use crate::time::Time;
+use crate::wire::{
+    self, addr_to_ip, Family, Frag, IcmpKind, Ip, LinkInfo, LinkType, Transport, PROTO_ICMP,
+    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+};
+use core::net::IpAddr;
+
+/// What the firewall does with the packet. Without a policy only a full table drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Accept,
+    Drop,
+}
+
+impl Verdict {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Drop => "drop",
+        }
+    }
+}
+
+/// Connection state as rules see it (netfilter's `ct state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CtState {
+    New = 0,
+    Established = 1,
+    Related = 2,
+    Invalid = 3,
+    Untracked = 4,
+}
+
+impl CtState {
+    pub const ALL: [CtState; 5] = [
+        CtState::New,
+        CtState::Established,
+        CtState::Related,
+        CtState::Invalid,
+        CtState::Untracked,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            CtState::New => "new",
+            CtState::Established => "established",
+            CtState::Related => "related",
+            CtState::Invalid => "invalid",
+            CtState::Untracked => "untracked",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Original,
+    Reply,
+}
+
+impl Direction {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::Original => "original",
+            Direction::Reply => "reply",
+        }
+    }
+
+    fn from_index(i: usize) -> Direction {
+        if i == 0 {
+            Direction::Original
+        } else {
+            Direction::Reply
+        }
+    }
+}
+
+/// Header facts about the packet, for traces, logs and rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub link: LinkInfo,
+    pub family: Option<Family>,
+    pub proto: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub tcp_flags: Option<u8>,
+    /// IP datagram length (0 for non-IP).
+    pub len: u32,
+}
+
+/// The engine's answer for one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    pub state: CtState,
+    /// Direction within its connection; `None` for invalid and untracked packets.
+    pub dir: Option<Direction>,
+    /// Why the packet is invalid or dropped.
+    pub reason: Option<DropReason>,
+    pub meta: PacketMeta,
+}
+
+/// One captured or received frame, for batch processing.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    pub now: Time,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    /// Length on the wire; larger than `data.len()` when the capture cut the packet.
+    pub wire_len: usize,
+}
+
+/// Counters kept by the engine.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets per [`CtState`] (index with `state as usize`).
+    pub by_state: [u64; 5],
+    /// Packets per [`DropReason`] (index with `reason.index()`).
+    pub by_reason: [u64; DropReason::COUNT],
+    /// Connections created.
+    pub created: u64,
+    /// Connections removed because their timeout passed.
+    pub expired: u64,
+    /// Never-replied connections removed early to make room in a full table.
+    pub evicted: u64,
+    /// New connections refused because the table was full.
+    pub refused: u64,
+    /// Most live connections at once.
+    pub peak: usize,
+    /// Table memory when the peak was reached.
+    pub peak_memory: usize,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            packets: 0,
+            bytes: 0,
+            by_state: [0; 5],
+            by_reason: [0; DropReason::COUNT],
+            created: 0,
+            expired: 0,
+            evicted: 0,
+            refused: 0,
+            peak: 0,
+            peak_memory: 0,
+        }
+    }
+}
+
+/// Transport part of a connection tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum L4Tuple {
+    Ports { sport: u16, dport: u16 },
+    Icmp { ty: u8, code: u8, id: u16 },
+    None,
+}
+
+/// One direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub l4: L4Tuple,
+}
+
+/// A snapshot of one tracked connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub family: Family,
+    pub proto: u8,
+    pub original: Tuple,
+    /// What replies look like (the inverse of `original`, until NAT changes that).
+    pub reply: Tuple,
+    pub tcp_state: Option<TcpState>,
+    pub seen_reply: bool,
+    pub assured: bool,
+    /// Seconds until the entry expires, at the engine's latest `now`.
+    pub timeout: u32,
+    /// Per direction: `[original, reply]`.
+    pub packets: [u64; 2],
+    pub bytes: [u64; 2],
+}
+
+/// The request and reply ICMP types for a query class.
+fn icmp_query_types(v6: bool, class: u16) -> (u8, u8) {
+    match (v6, class) {
+        (false, 1) => (13, 14),
+        (false, 2) => (15, 16),
+        (false, 3) => (17, 18),
+        (false, _) => (8, 0),
+        (true, 1) => (139, 140),
+        (true, _) => (128, 129),
+    }
+}
+
+fn family_code(f: Family) -> u8 {
+    match f {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
+}
+
+/// A packet parsed far enough to know its table key.
+enum Prepared<'a> {
+    Done(Outcome),
+    Track {
+        ip: Ip<'a>,
+        tr: Transport<'a>,
+        key: Key,
+        hash: u64,
+        meta: PacketMeta,
+    },
+}
+
+/// Packets per prefetch batch.
+const BATCH: usize = 16;
+
+/// The sans-IO stateful inspection engine.
+pub struct Engine {
+    cfg: Config,
+    table: Table,
+    stats: Stats,
+    now: Time,
+    scratch: Vec<u32>,
+}
+
+impl Engine {
+    pub fn new(cfg: Config) -> Engine {
+        Engine {
+            table: Table::new(crate::table::Hashing::new(cfg.hash_key)),
+            cfg,
+            stats: Stats::default(),
+            now: Time::ZERO,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Live entries (some may have expired and not yet been swept).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.len() == 0
+    }
+
+    /// Bytes the state table holds (entries and index).
+    pub fn memory_bytes(&self) -> usize {
+        self.table.memory_bytes()
+    }
+
+    /// The latest `now` the engine was given.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// Classifies one complete frame.
+    pub fn process(&mut self, now: Time, link: LinkType, data: &[u8]) -> Outcome {
+        self.process_captured(now, link, data, data.len())
+    }
+
+    /// Classifies one frame whose wire length may exceed the captured bytes.
+    pub fn process_captured(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+    ) -> Outcome {
+        let p = self.prepare(link, data, wire_len);
+        self.finish(now, p)
+    }
+
+    /// Classifies a batch. Parsing and hashing the whole batch first lets the bucket and entry
+    /// cache lines load in parallel, which matters once the table outgrows the caches.
+    pub fn process_batch(&mut self, batch: &[Packet<'_>], out: &mut Vec<Outcome>) {
+        out.clear();
+        out.reserve(batch.len());
+        for chunk in batch.chunks(BATCH) {
+            let mut prepared: [Option<Prepared<'_>>; BATCH] = Default::default();
+            for (slot, p) in prepared.iter_mut().zip(chunk) {
+                let pr = self.prepare(p.link, p.data, p.wire_len);
+                if let Prepared::Track { hash, .. } = &pr {
+                    self.table.prefetch(*hash);
+                }
+                *slot = Some(pr);
+            }
+            for pr in prepared.iter().flatten() {
+                if let Prepared::Track { hash, .. } = pr {
+                    self.table.prefetch_entry(*hash);
+                }
+            }
+            for (slot, p) in prepared.iter_mut().zip(chunk) {
+                if let Some(pr) = slot.take() {
+                    out.push(self.finish(p.now, pr));
+                }
+            }
+        }
+    }
+
+    fn prepare<'a>(&self, link: LinkType, data: &'a [u8], wire_len: usize) -> Prepared<'a> {
+        let mut meta = PacketMeta::default();
+        let ip = match wire::parse_frame(
+            link,
+            data,
+            wire_len,
+            self.cfg.verify_checksums,
+            &mut meta.link,
+        ) {
+            Ok(Some(ip)) => ip,
+            Ok(None) => return Prepared::Done(untracked(meta)),
+            Err(r) => return Prepared::Done(invalid(meta, r)),
+        };
+        meta.family = Some(ip.family);
+        meta.proto = Some(ip.proto);
+        meta.src = Some(addr_to_ip(ip.family, &ip.src));
+        meta.dst = Some(addr_to_ip(ip.family, &ip.dst));
+        meta.len = ip.len;
+        if ip.frag == Frag::Later {
+            return Prepared::Done(invalid(meta, DropReason::Fragment));
+        }
+        let tr = match wire::parse_transport(&ip, self.cfg.verify_checksums, false) {
+            Ok(t) => t,
+            Err(r) => return Prepared::Done(invalid(meta, r)),
+        };
+        let fam = family_code(ip.family);
+        let mut key = Key {
+            src: ip.src,
+            dst: ip.dst,
+            sport: 0,
+            dport: 0,
+            proto: ip.proto,
+            family: fam,
+        };
+        match tr {
+            Transport::Tcp(t) => {
+                meta.sport = Some(t.sport);
+                meta.dport = Some(t.dport);
+                meta.tcp_flags = Some(t.flags);
+                if !wire::tcp_flags_valid(t.flags) {
+                    return Prepared::Done(invalid(meta, DropReason::TcpBadFlags));
+                }
+                key.sport = t.sport;
+                key.dport = t.dport;
+            }
+            Transport::Udp { sport, dport } => {
+                meta.sport = Some(sport);
+                meta.dport = Some(dport);
+                key.sport = sport;
+                key.dport = dport;
+            }
+            Transport::Icmp(m) => {
+                meta.icmp_type = Some(m.ty);
+                meta.icmp_code = Some(m.code);
+                match m.kind {
+                    IcmpKind::Untracked => return Prepared::Done(untracked(meta)),
+                    IcmpKind::Query { id, class, reply } => {
+                        // The request's key is (id, class); a reply's is reversed so that
+                        // reversing it again finds the request.
+                        if reply {
+                            key.sport = u16::from(class);
+                            key.dport = id;
+                        } else {
+                            key.sport = id;
+                            key.dport = u16::from(class);
+                        }
+                    }
+                    IcmpKind::Error { embedded } => match embedded_key(&ip, embedded) {
+                        Ok(k) => key = k,
+                        Err(r) => return Prepared::Done(invalid(meta, r)),
+                    },
+                }
+            }
+            Transport::Other => {}
+        }
+        let hash = self.table.hash(&key);
+        Prepared::Track {
+            ip,
+            tr,
+            key,
+            hash,
+            meta,
+        }
+    }
+
+    fn finish(&mut self, now: Time, p: Prepared<'_>) -> Outcome {
+        if now > self.now {
+            self.now = now;
+        }
+        self.sweep_step();
+        let out = match p {
+            Prepared::Done(o) => o,
+            Prepared::Track {
+                ip,
+                tr,
+                key,
+                hash,
+                meta,
+            } => self.track(&ip, &tr, &key, hash, meta),
+        };
+        let s = &mut self.stats;
+        s.packets += 1;
+        s.bytes += u64::from(out.meta.len);
+        s.by_state[out.state as usize] += 1;
+        if let Some(r) = out.reason {
+            s.by_reason[r.index()] += 1;
+        }
+        out
+    }
+
+    fn now_s(&self) -> u32 {
+        self.now.secs_u32()
+    }
+
+    /// Deadline in whole seconds, rounded up so an entry never expires early.
+    fn deadline(&self, timeout: u32) -> u32 {
+        let t = self.now.saturating_add_secs(u64::from(timeout));
+        let secs = t.as_secs() + u64::from(!t.as_nanos().is_multiple_of(1_000_000_000));
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    }
+
+    /// Checks one entry at the sweep cursor, so expired entries are reclaimed at a steady,
+    /// bounded cost per packet instead of by a timer.
+    fn sweep_step(&mut self) {
+        let now_s = self.now_s();
+        if let Some(id) = self.table.sweep_next() {
+            if self.table.get(id).expired(now_s) {
+                self.table.remove(id);
+                self.stats.expired += 1;
+            }
+        }
+    }
+
+    /// Removes every expired entry.
+    pub fn expire(&mut self, now: Time) {
+        if now > self.now {
+            self.now = now;
+        }
+        let now_s = self.now_s();
+        let dead: Vec<u32> = self
+            .table
+            .iter()
+            .filter(|(_, e)| e.expired(now_s))
+            .map(|(id, _)| id)
+            .collect();
+        for id in dead {
+            self.table.remove(id);
+            self.stats.expired += 1;
+        }
+    }
+
+    /// Snapshots of every live connection.
+    pub fn connections(&self) -> impl Iterator<Item = Conn> + '_ {
+        let now_s = self.now_s();
+        self.table
+            .iter()
+            .filter(move |(_, e)| !e.expired(now_s))
+            .map(move |(_, e)| conn_view(e, now_s))
+    }
+
+    fn track(
+        &mut self,
+        ip: &Ip<'_>,
+        tr: &Transport<'_>,
+        key: &Key,
+        hash: u64,
+        meta: PacketMeta,
+    ) -> Outcome {
+        let found = self.lookup(hash, key);
+        match tr {
+            Transport::Tcp(seg) => self.track_tcp(found, seg, key, hash, ip, meta),
+            Transport::Icmp(m) => match m.kind {
+                IcmpKind::Error { .. } => {
+                    let Some((_, dir)) = found else {
+                        return invalid(meta, DropReason::IcmpErrorNoConnection);
+                    };
+                    // The error must travel back to whoever sent the quoted packet.
+                    if ip.dst != key.src {
+                        return invalid(meta, DropReason::IcmpErrorAddressMismatch);
+                    }
+                    Outcome {
+                        verdict: Verdict::Accept,
+                        state: CtState::Related,
+                        dir: Some(Direction::from_index(1 - dir)),
+                        reason: None,
+                        meta,
+                    }
+                }
+                IcmpKind::Query { reply, .. } => match found {
+                    Some((id, dir)) if (dir == 1) == reply => {
+                        let deadline = self.deadline(self.cfg.timeouts.icmp);
+                        self.established(id, dir, ip, deadline, meta, |_| {})
+                    }
+                    Some(_) | None if reply => invalid(meta, DropReason::IcmpUnsolicitedReply),
+                    Some(_) => invalid(meta, DropReason::IcmpUnsolicitedReply),
+                    None => self.create_simple(key, hash, ip, meta, self.cfg.timeouts.icmp),
+                },
+                IcmpKind::Untracked => untracked(meta),
+            },
+            Transport::Udp { .. } | Transport::Other => {
+                let generic = ip.proto != PROTO_UDP && ip.proto != 136;
+                match found {
+                    Some((id, dir)) => {
+                        let now_s = self.now_s();
+                        let t = &self.cfg.timeouts;
+                        let (unreplied, stream) = if generic {
+                            (t.generic, t.generic)
+                        } else {
+                            (t.udp_unreplied, t.udp_stream)
+                        };
+                        let seen = self.table.get(id).status & STATUS_SEEN_REPLY != 0 || dir == 1;
+                        let stream_due = now_s >= self.table.get(id).peer[0].end;
+                        let timeout = if seen && stream_due {
+                            stream
+                        } else {
+                            unreplied
+                        };
+                        let deadline = self.deadline(timeout);
+                        self.established(id, dir, ip, deadline, meta, |e| {
+                            if seen && stream_due && !generic {
+                                e.status |= STATUS_ASSURED;
+                            }
+                        })
+                    }
+                    None => {
+                        let t = if generic {
+                            self.cfg.timeouts.generic
+                        } else {
+                            self.cfg.timeouts.udp_unreplied
+                        };
+                        self.create_simple(key, hash, ip, meta, t)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finds the entry for `key`, removing it instead if it has expired.
+    #[inline(always)]
+    fn lookup(&mut self, hash: u64, key: &Key) -> Option<(u32, usize)> {
+        let (id, slot, dir) = self.table.find(hash, key)?;
+        if self.table.get(id).expired(self.now_s()) {
+            self.table.remove_at(id, slot);
+            self.stats.expired += 1;
+            return None;
+        }
+        Some((id, dir))
+    }
+
+    /// Counts a packet against an entry and refreshes its expiry.
+    fn established(
+        &mut self,
+        id: u32,
+        dir: usize,
+        ip: &Ip<'_>,
+        deadline: u32,
+        meta: PacketMeta,
+        f: impl FnOnce(&mut Entry),
+    ) -> Outcome {
+        let e = self.table.get_mut(id);
+        if dir == 1 {
+            e.status |= STATUS_SEEN_REPLY;
+        }
+        e.packets[dir] += 1;
+        e.bytes[dir] += u64::from(ip.len);
+        e.expires = deadline;
+        f(e);
+        let state = if e.status & STATUS_SEEN_REPLY != 0 {
+            CtState::Established
+        } else {
+            CtState::New
+        };
+        Outcome {
+            verdict: Verdict::Accept,
+            state,
+            dir: Some(Direction::from_index(dir)),
+            reason: None,
+            meta,
+        }
+    }
+
+    fn create_simple(
+        &mut self,
+        key: &Key,
+        hash: u64,
+        ip: &Ip<'_>,
+        meta: PacketMeta,
+        timeout: u32,
+    ) -> Outcome {
+        let mut e = Entry::new(key);
+        e.packets[0] = 1;
+        e.bytes[0] = u64::from(ip.len);
+        e.expires = self.deadline(timeout);
+        // For UDP: the second after which a replied flow counts as a stream.
+        e.peer[0].end = self.deadline(2);
+        self.insert(hash, e, meta)
+    }
+
+    fn insert(&mut self, hash: u64, e: Entry, meta: PacketMeta) -> Outcome {
+        if self.table.len() >= self.cfg.max_connections as usize && !self.make_room(hash) {
+            self.stats.refused += 1;
+            return Outcome {
+                verdict: Verdict::Drop,
+                state: CtState::Invalid,
+                dir: None,
+                reason: Some(DropReason::TableFull),
+                meta,
+            };
+        }
+        self.table.insert(hash, e);
+        self.stats.created += 1;
+        let len = self.table.len();
+        if len > self.stats.peak {
+            self.stats.peak = len;
+            self.stats.peak_memory = self.table.memory_bytes();
+        }
+        Outcome {
+            verdict: Verdict::Accept,
+            state: CtState::New,
+            dir: Some(Direction::Original),
+            reason: None,
+            meta,
+        }
+    }
+
+    /// Frees one entry in a full table: an expired one, else one never replied to, looking
+    /// first near the new key's bucket (random, since the hash is keyed) and then at the sweep
+    /// cursor. Replied connections are never evicted.
+    fn make_room(&mut self, hash: u64) -> bool {
+        let now_s = self.now_s();
+        let mut cand = core::mem::take(&mut self.scratch);
+        cand.clear();
+        self.table.neighbours(hash, 4, &mut cand);
+        for _ in 0..64 {
+            if let Some(id) = self.table.sweep_next() {
+                cand.push(id);
+            }
+        }
+        let victim = cand
+            .iter()
+            .copied()
+            .find(|&id| self.table.get(id).expired(now_s))
+            .map(|id| (id, true))
+            .or_else(|| {
+                cand.iter()
+                    .copied()
+                    .find(|&id| self.table.get(id).status & STATUS_SEEN_REPLY == 0)
+                    .map(|id| (id, false))
+            });
+        self.scratch = cand;
+        match victim {
+            Some((id, expired)) => {
+                self.table.remove(id);
+                if expired {
+                    self.stats.expired += 1;
+                } else {
+                    self.stats.evicted += 1;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn track_tcp(
+        &mut self,
+        found: Option<(u32, usize)>,
+        seg: &wire::Tcp,
+        key: &Key,
+        hash: u64,
+        ip: &Ip<'_>,
+        meta: PacketMeta,
+    ) -> Outcome {
+        let Some((id, dir)) = found else {
+            return self.open_tcp(key, hash, seg, ip, meta);
+        };
+        // Expiry counts from `now` rounded up to a whole second, as `deadline` does.
+        let base = self.deadline(0);
+        let decision = tcp::track(self.table.get_mut(id), dir, seg, &self.cfg, base);
+        match decision {
+            Decision::Accept | Decision::AcceptAndRemove | Decision::Ignore => {
+                let expires = self.table.get(id).expires;
+                let out = self.established(id, dir, ip, expires, meta, |_| {});
+                if decision == Decision::AcceptAndRemove {
+                    self.table.remove(id);
+                }
+                out
+            }
+            Decision::Invalid(r) => invalid(meta, r),
+            Decision::Reopen => {
+                self.table.remove(id);
+                self.open_tcp(key, hash, seg, ip, meta)
+            }
+        }
+    }
+
+    fn open_tcp(
+        &mut self,
+        key: &Key,
+        hash: u64,
+        seg: &wire::Tcp,
+        ip: &Ip<'_>,
+        meta: PacketMeta,
+    ) -> Outcome {
+        let mut e = Entry::new(key);
+        let Some(state) = tcp::open(&mut e, seg, &self.cfg) else {
+            return invalid(meta, DropReason::TcpNotSyn);
+        };
+        e.packets[0] = 1;
+        e.bytes[0] = u64::from(ip.len);
+        e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
+        self.insert(hash, e, meta)
+    }
+}
+
+fn untracked(meta: PacketMeta) -> Outcome {
+    Outcome {
+        verdict: Verdict::Accept,
+        state: CtState::Untracked,
+        dir: None,
+        reason: None,
+        meta,
+    }
+}
+
+fn invalid(meta: PacketMeta, reason: DropReason) -> Outcome {
+    Outcome {
+        verdict: Verdict::Accept,
+        state: CtState::Invalid,
+        dir: None,
+        reason: Some(reason),
+        meta,
+    }
+}
+
+/// The key of the connection an ICMP error quotes, as the quoted packet travelled.
+fn embedded_key(outer: &Ip<'_>, embedded: &[u8]) -> Result<Key, DropReason> {
+    let inner = match outer.family {
+        Family::V4 => wire::parse_ipv4(embedded, true, false, true),
+        Family::V6 => wire::parse_ipv6(embedded, true, true),
+    }
+    .map_err(|_| DropReason::IcmpErrorBadEmbedded)?;
+    if inner.frag == Frag::Later {
+        return Err(DropReason::IcmpErrorBadEmbedded);
+    }
+    let tr =
+        wire::parse_transport(&inner, false, true).map_err(|_| DropReason::IcmpErrorBadEmbedded)?;
+    let (sport, dport) = match tr {
+        Transport::Tcp(t) => (t.sport, t.dport),
+        Transport::Udp { sport, dport } => (sport, dport),
+        Transport::Icmp(m) => match m.kind {
+            IcmpKind::Query { id, class, reply } => {
+                if reply {
+                    (u16::from(class), id)
+                } else {
+                    (id, u16::from(class))
+                }
+            }
+            // An error about an error is never sent (RFC 1122 3.2.2).
+            _ => return Err(DropReason::IcmpErrorBadEmbedded),
+        },
+        Transport::Other => (0, 0),
+    };
+    Ok(Key {
+        src: inner.src,
+        dst: inner.dst,
+        sport,
+        dport,
+        proto: inner.proto,
+        family: family_code(inner.family),
+    })
+}
+
+fn conn_view(e: &Entry, now_s: u32) -> Conn {
+    let family = if e.family == 6 {
+        Family::V6
+    } else {
+        Family::V4
+    };
+    let src = addr_to_ip(family, &e.src);
+    let dst = addr_to_ip(family, &e.dst);
+    let (l4o, l4r) = match e.proto {
+        PROTO_TCP | PROTO_UDP | 136 | 33 | 132 => (
+            L4Tuple::Ports {
+                sport: e.sport,
+                dport: e.dport,
+            },
+            L4Tuple::Ports {
+                sport: e.dport,
+                dport: e.sport,
+            },
+        ),
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let (req, rep) = icmp_query_types(e.proto == PROTO_ICMPV6, e.dport);
+            (
+                L4Tuple::Icmp {
+                    ty: req,
+                    code: 0,
+                    id: e.sport,
+                },
+                L4Tuple::Icmp {
+                    ty: rep,
+                    code: 0,
+                    id: e.sport,
+                },
+            )
+        }
+        _ => (L4Tuple::None, L4Tuple::None),
+    };
+    Conn {
+        family,
+        proto: e.proto,
+        original: Tuple { src, dst, l4: l4o },
+        reply: Tuple {
+            src: dst,
+            dst: src,
+            l4: l4r,
+        },
+        tcp_state: (e.proto == PROTO_TCP).then(|| TcpState::from_u8(e.state)),
+        seen_reply: e.status & STATUS_SEEN_REPLY != 0,
+        assured: e.status & STATUS_ASSURED != 0,
+        timeout: e.expires.saturating_sub(now_s),
+        packets: e.packets,
+        bytes: e.bytes,
+    }
+}

@@ -1,0 +1,33 @@
+//! keepstate's stateful packet inspection engine.
+//!
+//! Sans-IO: the caller passes frame bytes and the current time, the engine returns a verdict
+//! with the connection state, direction and, for invalid packets, a named reason. It performs
+//! no syscalls, reads no clock and starts no threads, so replay, tests, fuzzers, benchmarks
+//! and the live dataplane all run exactly this code.
+//!
+//! ```
+//! use keepstate_engine::{Config, CtState, Engine, LinkType, Time};
+//! let mut engine = Engine::new(Config::default());
+//! let out = engine.process(Time::from_secs(1), LinkType::Raw, &[0x45]);
+//! assert_eq!(out.state, CtState::Invalid);
+//! ```
+
+pub mod config;
+mod engine;
+pub mod listing;
+pub mod reason;
+mod seq;
+mod table;
+mod tcp;
+pub mod time;
+pub mod wire;
+
+pub use config::{Config, Timeouts};
+pub use engine::{
+    Conn, CtState, Direction, Engine, L4Tuple, Outcome, Packet, PacketMeta, Stats, Tuple, Verdict,
+};
+pub use listing::proto_name;
+pub use reason::DropReason;
+pub use tcp::TcpState;
+pub use time::Time;
+pub use wire::{Family, LinkInfo, LinkType, TcpOptions};

@@ -1,0 +1,125 @@
+//! Why a packet is invalid or dropped: one enum, shared by traces, logs, metrics and the UI.
+//!
+//! The kebab-case names are a stable interface: scripts, dashboards and alert rules match on
+//! them. Add variants freely; never rename or reuse one.
+
+use core::fmt;
+
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// A named reason for an `invalid` classification or a drop.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum DropReason {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in declaration order (for metrics that list zero counts too).
+            pub const ALL: &'static [DropReason] = &[ $( DropReason::$variant, )* ];
+
+            /// How many reasons there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The stable kebab-case name.
+            pub const fn name(self) -> &'static str {
+                match self { $( DropReason::$variant => $name, )* }
+            }
+
+            /// Parses a stable name back into the reason.
+            pub fn from_name(name: &str) -> Option<DropReason> {
+                match name { $( $name => Some(DropReason::$variant), )* _ => None }
+            }
+
+            /// Dense index for counter arrays.
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The frame or a header inside it ends before the header does.
+    Truncated = "truncated",
+    /// The capture's link type is not one the engine reads.
+    UnsupportedLinkType = "unsupported-link-type",
+    /// More VLAN tags than the two (802.1ad + 802.1Q) that are supported.
+    TooManyVlanTags = "too-many-vlan-tags",
+    /// The IP version nibble does not match the link's protocol.
+    BadIpVersion = "bad-ip-version",
+    /// IPv4 header length below 20 bytes or beyond the packet.
+    BadIpHeaderLength = "bad-ip-header-length",
+    /// IPv4 total length or IPv6 payload length inconsistent with the frame.
+    BadIpLength = "bad-ip-length",
+    /// IPv4 header checksum does not verify.
+    BadIpChecksum = "bad-ip-checksum",
+    /// Source address that can never be a sender (multicast, broadcast, unspecified for TCP).
+    BadSourceAddress = "bad-source-address",
+    /// An IPv6 extension header is malformed.
+    BadIpv6ExtensionHeader = "bad-ipv6-extension-header",
+    /// The IPv6 extension-header chain is longer than the engine follows.
+    Ipv6ExtensionChainTooLong = "ipv6-extension-chain-too-long",
+    /// A non-first fragment: its transport header is in another fragment.
+    Fragment = "fragment",
+    /// A first fragment too short to hold the transport header.
+    TinyFragment = "tiny-fragment",
+    /// TCP data offset below 5 words or beyond the segment.
+    TcpBadHeader = "tcp-bad-header",
+    /// A TCP option runs past the header.
+    TcpBadOption = "tcp-bad-option",
+    /// A flag combination no TCP sends (SYN+FIN, NULL, Xmas, SYN+RST...).
+    TcpBadFlags = "tcp-bad-flags",
+    /// Transport checksum does not verify.
+    BadChecksum = "bad-checksum",
+    /// No tracked connection and this segment cannot open one (SYN/ACK, FIN, RST, or an ACK
+    /// with mid-stream pickup off).
+    TcpNotSyn = "tcp-not-syn",
+    /// The segment is not allowed in the connection's current state.
+    TcpInvalidTransition = "tcp-invalid-transition",
+    /// Sequence number beyond what the receiver allowed (van Rooij bound I).
+    TcpSeqOverWindow = "tcp-seq-over-window",
+    /// Acknowledges data never sent (van Rooij bound III).
+    TcpAckOverWindow = "tcp-ack-over-window",
+    /// A RST whose sequence number is outside the window.
+    TcpRstOutOfWindow = "tcp-rst-out-of-window",
+    /// UDP length field inconsistent with the IP payload.
+    UdpBadLength = "udp-bad-length",
+    /// An ICMP/ICMPv6 type that can neither open nor belong to a connection.
+    IcmpBadType = "icmp-bad-type",
+    /// An echo (or other query) reply with no matching request.
+    IcmpUnsolicitedReply = "icmp-unsolicited-reply",
+    /// An ICMP error whose embedded header matches no tracked connection.
+    IcmpErrorNoConnection = "icmp-error-no-connection",
+    /// An ICMP error that matches a connection but is not addressed to its sender.
+    IcmpErrorAddressMismatch = "icmp-error-address-mismatch",
+    /// An ICMP error whose embedded packet is itself an ICMP error, or is malformed.
+    IcmpErrorBadEmbedded = "icmp-error-bad-embedded",
+    /// The state table is full of replied connections; the new one was refused.
+    TableFull = "table-full",
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_kebab_case_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(seen.insert(r.name()), "duplicate {}", r.name());
+            assert!(r
+                .name()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+            assert_eq!(DropReason::from_name(r.name()), Some(*r));
+        }
+    }
+}

@@ -1,0 +1,683 @@
+//! Packet parsing: link layer, IPv4/IPv6 (with extension headers), TCP, UDP, ICMP, ICMPv6.
+//!
+//! One pass, no allocation, no copies beyond the few header fields the tracker needs. Every
+//! read is checked (see `bytes`), so the result for any input is either a parsed view or a
+//! [`DropReason`].
+
+mod bytes;
+pub mod checksum;
+
+use crate::reason::DropReason;
+use bytes::{array_at, u16_at, u32_at, u8_at};
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
+
+/// How the bytes of a captured frame begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinkType {
+    /// Ethernet II, optionally with one or two 802.1Q / 802.1ad tags.
+    Ethernet,
+    /// Raw IP; the version nibble says IPv4 or IPv6.
+    Raw,
+    Ipv4,
+    Ipv6,
+    /// Linux cooked capture v1 (`tcpdump -i any` on older libpcap).
+    LinuxSll,
+    /// Linux cooked capture v2, which carries the interface index.
+    LinuxSll2,
+    /// BSD loopback: a 4-byte address family in host byte order.
+    Null,
+}
+
+impl LinkType {
+    /// Maps a pcap/pcapng LINKTYPE_ value.
+    pub fn from_linktype(value: u32) -> Option<LinkType> {
+        Some(match value {
+            1 => LinkType::Ethernet,
+            0 => LinkType::Null,
+            12 | 14 | 101 => LinkType::Raw,
+            113 => LinkType::LinuxSll,
+            228 => LinkType::Ipv4,
+            229 => LinkType::Ipv6,
+            276 => LinkType::LinuxSll2,
+            _ => return None,
+        })
+    }
+}
+
+/// Linux packet type for cooked captures: the packet was sent by this host.
+pub const PACKET_OUTGOING: u16 = 4;
+
+/// Link-layer facts that later stages (policy, replay) use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index, from a Linux cooked capture v2.
+    pub ifindex: Option<u32>,
+    /// Linux packet type (0 host, 1 broadcast, 2 multicast, 3 other host, 4 outgoing).
+    pub pkt_type: Option<u16>,
+    /// Outermost VLAN identifier, if tagged.
+    pub vlan: Option<u16>,
+    /// Ethertype (or cooked-capture protocol) of the payload.
+    pub ethertype: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frag {
+    Whole,
+    First,
+    Later,
+}
+
+/// An address in the engine's fixed-width form: IPv4 uses the first four bytes.
+pub type Addr = [u8; 16];
+
+pub(crate) fn addr_to_ip(family: Family, a: &Addr) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
+    }
+}
+
+/// The IP layer of a packet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ip<'a> {
+    pub family: Family,
+    pub src: Addr,
+    pub dst: Addr,
+    /// Final protocol after IPv6 extension headers.
+    pub proto: u8,
+    /// Bytes the packet counts for: the IP datagram length from the header.
+    pub len: u32,
+    pub frag: Frag,
+    /// Transport bytes present, clipped to the IP length.
+    pub l4: &'a [u8],
+    /// Length of the transport part according to the IP header.
+    pub l4_len: u32,
+    /// `l4` holds the whole transport part (the capture did not cut it and it is unfragmented).
+    pub l4_complete: bool,
+}
+
+/// Parses the link layer and returns the IP packet, or `Ok(None)` for a non-IP frame (ARP,
+/// LLDP...), which connection tracking does not see.
+pub(crate) fn parse_frame<'a>(
+    link: LinkType,
+    data: &'a [u8],
+    wire_len: usize,
+    verify_checksums: bool,
+    info: &mut LinkInfo,
+) -> Result<Option<Ip<'a>>, DropReason> {
+    let (ethertype, off) = match link {
+        LinkType::Ethernet => {
+            let mut et = u16_at(data, 12).ok_or(DropReason::Truncated)?;
+            let mut off = 14;
+            let mut tags = 0;
+            while et == 0x8100 || et == 0x88a8 || et == 0x9100 {
+                tags += 1;
+                if tags > 2 {
+                    return Err(DropReason::TooManyVlanTags);
+                }
+                let tci = u16_at(data, off).ok_or(DropReason::Truncated)?;
+                if info.vlan.is_none() {
+                    info.vlan = Some(tci & 0x0fff);
+                }
+                et = u16_at(data, off + 2).ok_or(DropReason::Truncated)?;
+                off += 4;
+            }
+            (et, off)
+        }
+        LinkType::LinuxSll => {
+            info.pkt_type = Some(u16_at(data, 0).ok_or(DropReason::Truncated)?);
+            (u16_at(data, 14).ok_or(DropReason::Truncated)?, 16)
+        }
+        LinkType::LinuxSll2 => {
+            let et = u16_at(data, 0).ok_or(DropReason::Truncated)?;
+            info.ifindex = Some(u32_at(data, 4).ok_or(DropReason::Truncated)?);
+            info.pkt_type = Some(u16::from(u8_at(data, 10).ok_or(DropReason::Truncated)?));
+            if data.len() < 20 {
+                return Err(DropReason::Truncated);
+            }
+            (et, 20)
+        }
+        LinkType::Null => {
+            let fam = array_at::<4>(data, 0).ok_or(DropReason::Truncated)?;
+            // Written in the capturing host's byte order; accept either.
+            let v = u32::from_le_bytes(fam).min(u32::from_be_bytes(fam));
+            let et = match v {
+                2 => 0x0800,
+                24 | 28 | 30 => 0x86dd,
+                _ => 0,
+            };
+            (et, 4)
+        }
+        LinkType::Raw => match u8_at(data, 0).map(|b| b >> 4) {
+            Some(4) => (0x0800, 0),
+            Some(6) => (0x86dd, 0),
+            Some(_) => return Err(DropReason::BadIpVersion),
+            None => return Err(DropReason::Truncated),
+        },
+        LinkType::Ipv4 => (0x0800, 0),
+        LinkType::Ipv6 => (0x86dd, 0),
+    };
+    info.ethertype = ethertype;
+    let payload = data.get(off..).unwrap_or(&[]);
+    let cut = wire_len > data.len();
+    match ethertype {
+        0x0800 => parse_ipv4(payload, cut, verify_checksums, false).map(Some),
+        0x86dd => parse_ipv6(payload, cut, false).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Parses an IPv4 header. `cut` says the capture stored fewer bytes than were on the wire;
+/// `embedded` relaxes length checks for the packet quoted inside an ICMP error.
+pub(crate) fn parse_ipv4(
+    b: &[u8],
+    cut: bool,
+    verify_checksum: bool,
+    embedded: bool,
+) -> Result<Ip<'_>, DropReason> {
+    let vihl = u8_at(b, 0).ok_or(DropReason::Truncated)?;
+    if vihl >> 4 != 4 {
+        return Err(DropReason::BadIpVersion);
+    }
+    let hlen = usize::from(vihl & 0x0f) * 4;
+    if hlen < 20 {
+        return Err(DropReason::BadIpHeaderLength);
+    }
+    let header = b.get(..hlen).ok_or(if b.len() < 20 {
+        DropReason::Truncated
+    } else {
+        DropReason::BadIpHeaderLength
+    })?;
+    let total = usize::from(u16_at(header, 2).ok_or(DropReason::Truncated)?);
+    if total < hlen {
+        return Err(DropReason::BadIpLength);
+    }
+    let complete = total <= b.len();
+    if !complete && !cut && !embedded {
+        return Err(DropReason::BadIpLength);
+    }
+    if verify_checksum && !embedded && !checksum::verifies(checksum::add(0, header)) {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let frag_word = u16_at(header, 6).ok_or(DropReason::Truncated)?;
+    let offset = frag_word & 0x1fff;
+    let more = frag_word & 0x2000 != 0;
+    let frag = if offset != 0 {
+        Frag::Later
+    } else if more {
+        Frag::First
+    } else {
+        Frag::Whole
+    };
+    let proto = u8_at(header, 9).ok_or(DropReason::Truncated)?;
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&array_at::<4>(header, 12).ok_or(DropReason::Truncated)?);
+    dst[..4].copy_from_slice(&array_at::<4>(header, 16).ok_or(DropReason::Truncated)?);
+    let end = total.min(b.len());
+    let l4 = b.get(hlen..end).unwrap_or(&[]);
+    let l4_len = u32::try_from(total - hlen).unwrap_or(0);
+    Ok(Ip {
+        family: Family::V4,
+        src,
+        dst,
+        proto,
+        len: u32::try_from(total).unwrap_or(0),
+        frag,
+        l4,
+        l4_len,
+        l4_complete: complete && frag == Frag::Whole,
+    })
+}
+
+/// The longest IPv6 extension-header chain followed before giving up.
+const MAX_EXT_HEADERS: usize = 8;
+
+pub(crate) fn parse_ipv6(b: &[u8], cut: bool, embedded: bool) -> Result<Ip<'_>, DropReason> {
+    let v = u8_at(b, 0).ok_or(DropReason::Truncated)?;
+    if v >> 4 != 6 {
+        return Err(DropReason::BadIpVersion);
+    }
+    if b.len() < 40 {
+        return Err(DropReason::Truncated);
+    }
+    let payload_len = usize::from(u16_at(b, 4).ok_or(DropReason::Truncated)?);
+    let total = 40 + payload_len;
+    let complete = total <= b.len();
+    if !complete && !cut && !embedded {
+        return Err(DropReason::BadIpLength);
+    }
+    let end = total.min(b.len());
+    let pkt = b.get(..end).unwrap_or(&[]);
+    let src = array_at::<16>(b, 8).ok_or(DropReason::Truncated)?;
+    let dst = array_at::<16>(b, 24).ok_or(DropReason::Truncated)?;
+    let mut next = u8_at(b, 6).ok_or(DropReason::Truncated)?;
+    let mut off = 40usize;
+    let mut frag = Frag::Whole;
+    let mut count = 0;
+    loop {
+        match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let nh = u8_at(pkt, off).ok_or(ext_truncated(complete))?;
+                let hl = u8_at(pkt, off + 1).ok_or(ext_truncated(complete))?;
+                let len = (usize::from(hl) + 1) * 8;
+                if off + len > pkt.len() {
+                    return Err(ext_truncated(complete));
+                }
+                next = nh;
+                off += len;
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                let nh = u8_at(pkt, off).ok_or(ext_truncated(complete))?;
+                let fo = u16_at(pkt, off + 2).ok_or(ext_truncated(complete))?;
+                if off + 8 > pkt.len() {
+                    return Err(ext_truncated(complete));
+                }
+                let offset = fo >> 3;
+                let more = fo & 1 != 0;
+                if offset != 0 {
+                    frag = Frag::Later;
+                } else if more {
+                    frag = Frag::First;
+                }
+                // An atomic fragment (offset 0, no more) is a whole packet (RFC 6946).
+                next = nh;
+                off += 8;
+                if frag == Frag::Later {
+                    break;
+                }
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let nh = u8_at(pkt, off).ok_or(ext_truncated(complete))?;
+                let hl = u8_at(pkt, off + 1).ok_or(ext_truncated(complete))?;
+                let len = (usize::from(hl) + 2) * 4;
+                if off + len > pkt.len() {
+                    return Err(ext_truncated(complete));
+                }
+                next = nh;
+                off += len;
+            }
+            _ => break,
+        }
+        count += 1;
+        if count > MAX_EXT_HEADERS {
+            return Err(DropReason::Ipv6ExtensionChainTooLong);
+        }
+    }
+    let l4 = pkt.get(off..).unwrap_or(&[]);
+    let l4_len = u32::try_from(total.saturating_sub(off)).unwrap_or(0);
+    Ok(Ip {
+        family: Family::V6,
+        src,
+        dst,
+        proto: next,
+        len: u32::try_from(total).unwrap_or(0),
+        frag,
+        l4,
+        l4_len,
+        l4_complete: complete && frag == Frag::Whole,
+    })
+}
+
+fn ext_truncated(complete: bool) -> DropReason {
+    if complete {
+        DropReason::BadIpv6ExtensionHeader
+    } else {
+        DropReason::Truncated
+    }
+}
+
+/// TCP options the tracker uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    pub mss: Option<u16>,
+    pub window_scale: Option<u8>,
+    pub sack_permitted: bool,
+    /// The highest right edge among SACK blocks, which counts as the acknowledgement.
+    pub sack_max: Option<u32>,
+    pub timestamp: Option<(u32, u32)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tcp {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: u8,
+    pub window: u16,
+    pub payload_len: u32,
+    pub options: TcpOptions,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum IcmpKind<'a> {
+    /// A query or its reply: tracked by identifier. `class` numbers the query kind so echo and
+    /// timestamp with the same identifier stay apart.
+    Query { id: u16, class: u8, reply: bool },
+    /// An error quoting the start of the packet that caused it.
+    Error { embedded: &'a [u8] },
+    /// Neighbour discovery, router solicitation/advertisement, MLD: never tracked.
+    Untracked,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Icmp<'a> {
+    pub ty: u8,
+    pub code: u8,
+    pub kind: IcmpKind<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Transport<'a> {
+    Tcp(Tcp),
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    Icmp(Icmp<'a>),
+    /// Tracked by addresses and protocol alone (GRE, ESP, SCTP...).
+    Other,
+}
+
+fn l4_checksum_ok(ip: &Ip<'_>) -> bool {
+    let alen = if ip.family == Family::V4 { 4 } else { 16 };
+    let pseudo = checksum::pseudo_header(&ip.src[..alen], &ip.dst[..alen], ip.proto, ip.l4_len);
+    checksum::verifies(checksum::add(pseudo, ip.l4))
+}
+
+/// Parses the transport header. For a non-first fragment the transport header is elsewhere:
+/// the caller handles `Frag::Later` before calling.
+pub(crate) fn parse_transport<'a>(
+    ip: &Ip<'a>,
+    verify_checksums: bool,
+    embedded: bool,
+) -> Result<Transport<'a>, DropReason> {
+    let b = ip.l4;
+    let check = verify_checksums && ip.l4_complete && !embedded;
+    let short = if ip.frag == Frag::First {
+        DropReason::TinyFragment
+    } else {
+        DropReason::Truncated
+    };
+    match ip.proto {
+        PROTO_TCP => {
+            let sport = u16_at(b, 0).ok_or(short)?;
+            let dport = u16_at(b, 2).ok_or(short)?;
+            let seq = u32_at(b, 4).ok_or(short)?;
+            if embedded {
+                // An ICMP error quotes at least 8 bytes: ports and sequence number.
+                return Ok(Transport::Tcp(Tcp {
+                    sport,
+                    dport,
+                    seq,
+                    ack: u32_at(b, 8).unwrap_or(0),
+                    flags: u8_at(b, 13).unwrap_or(0),
+                    window: 0,
+                    payload_len: 0,
+                    options: TcpOptions::default(),
+                }));
+            }
+            let ack = u32_at(b, 8).ok_or(short)?;
+            let doff = usize::from(u8_at(b, 12).ok_or(short)? >> 4) * 4;
+            let flags = u8_at(b, 13).ok_or(short)?;
+            let window = u16_at(b, 14).ok_or(short)?;
+            if b.len() < 20 {
+                return Err(short);
+            }
+            if doff < 20 || doff as u64 > u64::from(ip.l4_len) {
+                return Err(DropReason::TcpBadHeader);
+            }
+            let opts = b.get(20..doff).ok_or(short)?;
+            let options = parse_tcp_options(opts)?;
+            if check && !l4_checksum_ok(ip) {
+                return Err(DropReason::BadChecksum);
+            }
+            let payload_len = ip.l4_len - u32::try_from(doff).unwrap_or(0);
+            Ok(Transport::Tcp(Tcp {
+                sport,
+                dport,
+                seq,
+                ack,
+                flags,
+                window,
+                payload_len,
+                options,
+            }))
+        }
+        PROTO_UDP | 136 => {
+            let sport = u16_at(b, 0).ok_or(short)?;
+            let dport = u16_at(b, 2).ok_or(short)?;
+            if embedded {
+                return Ok(Transport::Udp { sport, dport });
+            }
+            let ulen = u16_at(b, 4).ok_or(short)?;
+            let sum = u16_at(b, 6).ok_or(short)?;
+            if ip.proto == PROTO_UDP
+                && ip.frag == Frag::Whole
+                && (ulen < 8 || u32::from(ulen) > ip.l4_len)
+            {
+                return Err(DropReason::UdpBadLength);
+            }
+            // A zero UDP checksum over IPv4 means "none"; over IPv6 it is not allowed.
+            let skip = ip.proto == PROTO_UDP && sum == 0 && ip.family == Family::V4;
+            // UDP-Lite (136) covers only part of the datagram; its coverage is not checked.
+            if check && !skip && ip.proto == PROTO_UDP {
+                let mut sub = *ip;
+                sub.l4 = b.get(..usize::from(ulen)).unwrap_or(b);
+                sub.l4_len = u32::from(ulen);
+                if !l4_checksum_ok(&sub) {
+                    return Err(DropReason::BadChecksum);
+                }
+            }
+            Ok(Transport::Udp { sport, dport })
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            let v6 = ip.proto == PROTO_ICMPV6;
+            let ty = u8_at(b, 0).ok_or(short)?;
+            let code = u8_at(b, 1).ok_or(short)?;
+            if b.len() < 8 {
+                return Err(short);
+            }
+            let id = u16_at(b, 4).ok_or(short)?;
+            if check {
+                let ok = if v6 {
+                    l4_checksum_ok(ip)
+                } else {
+                    checksum::verifies(checksum::add(0, b))
+                };
+                if !ok {
+                    return Err(DropReason::BadChecksum);
+                }
+            }
+            let kind = if v6 {
+                match ty {
+                    128 => IcmpKind::Query {
+                        id,
+                        class: 0,
+                        reply: false,
+                    },
+                    129 => IcmpKind::Query {
+                        id,
+                        class: 0,
+                        reply: true,
+                    },
+                    139 => IcmpKind::Query {
+                        id,
+                        class: 1,
+                        reply: false,
+                    },
+                    140 => IcmpKind::Query {
+                        id,
+                        class: 1,
+                        reply: true,
+                    },
+                    1..=4 => IcmpKind::Error {
+                        embedded: b.get(8..).unwrap_or(&[]),
+                    },
+                    130..=137 | 143 => IcmpKind::Untracked,
+                    _ => return Err(DropReason::IcmpBadType),
+                }
+            } else {
+                match ty {
+                    8 => IcmpKind::Query {
+                        id,
+                        class: 0,
+                        reply: false,
+                    },
+                    0 => IcmpKind::Query {
+                        id,
+                        class: 0,
+                        reply: true,
+                    },
+                    13 => IcmpKind::Query {
+                        id,
+                        class: 1,
+                        reply: false,
+                    },
+                    14 => IcmpKind::Query {
+                        id,
+                        class: 1,
+                        reply: true,
+                    },
+                    15 => IcmpKind::Query {
+                        id,
+                        class: 2,
+                        reply: false,
+                    },
+                    16 => IcmpKind::Query {
+                        id,
+                        class: 2,
+                        reply: true,
+                    },
+                    17 => IcmpKind::Query {
+                        id,
+                        class: 3,
+                        reply: false,
+                    },
+                    18 => IcmpKind::Query {
+                        id,
+                        class: 3,
+                        reply: true,
+                    },
+                    3 | 4 | 5 | 11 | 12 => IcmpKind::Error {
+                        embedded: b.get(8..).unwrap_or(&[]),
+                    },
+                    _ => return Err(DropReason::IcmpBadType),
+                }
+            };
+            Ok(Transport::Icmp(Icmp { ty, code, kind }))
+        }
+        _ => Ok(Transport::Other),
+    }
+}
+
+fn parse_tcp_options(mut o: &[u8]) -> Result<TcpOptions, DropReason> {
+    let mut out = TcpOptions::default();
+    while let Some((&kind, rest)) = o.split_first() {
+        match kind {
+            0 => break,
+            1 => {
+                o = rest;
+                continue;
+            }
+            _ => {}
+        }
+        let len = usize::from(*rest.first().ok_or(DropReason::TcpBadOption)?);
+        if len < 2 || len > o.len() {
+            return Err(DropReason::TcpBadOption);
+        }
+        let body = o.get(2..len).ok_or(DropReason::TcpBadOption)?;
+        match (kind, body.len()) {
+            (2, 2) => out.mss = u16_at(body, 0),
+            (3, 1) => out.window_scale = u8_at(body, 0),
+            (4, 0) => out.sack_permitted = true,
+            (5, n) if n % 8 == 0 => {
+                for block in body.chunks_exact(8) {
+                    if let Some(right) = u32_at(block, 4) {
+                        out.sack_max = Some(match out.sack_max {
+                            Some(m) if crate::seq::after(m, right) => m,
+                            _ => right,
+                        });
+                    }
+                }
+            }
+            (8, 8) => out.timestamp = u32_at(body, 0).zip(u32_at(body, 4)),
+            (2..=5 | 8, _) => return Err(DropReason::TcpBadOption),
+            _ => {}
+        }
+        o = o.get(len..).unwrap_or(&[]);
+    }
+    Ok(out)
+}
+
+/// The netfilter flag class of a segment, which indexes the state table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TcpClass {
+    Syn = 0,
+    SynAck = 1,
+    Fin = 2,
+    Ack = 3,
+    Rst = 4,
+    None = 5,
+}
+
+pub(crate) fn tcp_class(flags: u8) -> TcpClass {
+    if flags & TCP_RST != 0 {
+        TcpClass::Rst
+    } else if flags & TCP_SYN != 0 {
+        if flags & TCP_ACK != 0 {
+            TcpClass::SynAck
+        } else {
+            TcpClass::Syn
+        }
+    } else if flags & TCP_FIN != 0 {
+        TcpClass::Fin
+    } else if flags & TCP_ACK != 0 {
+        TcpClass::Ack
+    } else {
+        TcpClass::None
+    }
+}
+
+/// Flag combinations a real TCP sends (PSH, ECE and CWR are ignored); everything else,
+/// including SYN+FIN, SYN+RST, NULL and Xmas, is invalid.
+pub(crate) fn tcp_flags_valid(flags: u8) -> bool {
+    let f = flags & !(TCP_PSH | TCP_ECE | TCP_CWR);
+    matches!(
+        f,
+        TCP_SYN
+            | 0x22 // SYN|URG
+            | 0x12 // SYN|ACK
+            | TCP_RST
+            | 0x14 // RST|ACK
+            | 0x11 // FIN|ACK
+            | 0x31 // FIN|ACK|URG
+            | TCP_ACK
+            | 0x30 // ACK|URG
+    )
+}

@@ -2,11 +2,11 @@
 
 use crate::config::Config;
 use crate::reason::DropReason;
-use crate::table::{Entry, Key, Table, STATUS_ASSURED, STATUS_SEEN_REPLY};
+use crate::table::{Entry, Table, STATUS_ASSURED, STATUS_SEEN_REPLY};
 use crate::tcp::{self, Decision, TcpState};
 use crate::time::Time;
 use crate::wire::{
-    self, addr_to_ip, Family, Frag, IcmpKind, Ip, LinkInfo, LinkType, Transport, PROTO_ICMP,
+    self, addr_to_ip, Family, Frag, IcmpKind, Ip, Key, LinkInfo, LinkType, Transport, PROTO_ICMP,
     PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use core::net::IpAddr;
@@ -220,7 +220,7 @@ enum Prepared<'a> {
         tr: Transport<'a>,
         key: Key,
         hash: u64,
-        meta: PacketMeta,
+        link: LinkInfo,
     },
 }
 
@@ -296,101 +296,96 @@ impl Engine {
     pub fn process_batch(&mut self, batch: &[Packet<'_>], out: &mut Vec<Outcome>) {
         out.clear();
         out.reserve(batch.len());
+        let mut hashes = [0u64; BATCH];
         for chunk in batch.chunks(BATCH) {
-            let mut prepared: [Option<Prepared<'_>>; BATCH] = Default::default();
-            for (slot, p) in prepared.iter_mut().zip(chunk) {
-                let pr = self.prepare(p.link, p.data, p.wire_len);
-                if let Prepared::Track { hash, .. } = &pr {
-                    self.table.prefetch(*hash);
-                }
-                *slot = Some(pr);
+            for (h, p) in hashes.iter_mut().zip(chunk) {
+                *h = match wire::peek_key(p.link, p.data) {
+                    Some(k) => self.table.hash(&k),
+                    None => 0,
+                };
+                self.table.prefetch(*h);
             }
-            for pr in prepared.iter().flatten() {
-                if let Prepared::Track { hash, .. } = pr {
-                    self.table.prefetch_entry(*hash);
-                }
+            for &h in hashes.iter().take(chunk.len()) {
+                self.table.prefetch_entry(h);
             }
-            for (slot, p) in prepared.iter_mut().zip(chunk) {
-                if let Some(pr) = slot.take() {
-                    out.push(self.finish(p.now, pr));
-                }
+            for p in chunk {
+                out.push(self.process_captured(p.now, p.link, p.data, p.wire_len));
             }
         }
     }
 
+    #[inline(always)]
     fn prepare<'a>(&self, link: LinkType, data: &'a [u8], wire_len: usize) -> Prepared<'a> {
-        let mut meta = PacketMeta::default();
-        let ip = match wire::parse_frame(
-            link,
-            data,
-            wire_len,
-            self.cfg.verify_checksums,
-            &mut meta.link,
-        ) {
+        let mut info = LinkInfo::default();
+        let ip = match wire::parse_frame(link, data, wire_len, self.cfg.verify_checksums, &mut info)
+        {
             Ok(Some(ip)) => ip,
-            Ok(None) => return Prepared::Done(untracked(meta)),
-            Err(r) => return Prepared::Done(invalid(meta, r)),
+            Ok(None) => {
+                return Prepared::Done(untracked(PacketMeta {
+                    link: info,
+                    ..PacketMeta::default()
+                }))
+            }
+            Err(r) => {
+                return Prepared::Done(invalid(
+                    PacketMeta {
+                        link: info,
+                        ..PacketMeta::default()
+                    },
+                    r,
+                ))
+            }
         };
-        meta.family = Some(ip.family);
-        meta.proto = Some(ip.proto);
-        meta.src = Some(addr_to_ip(ip.family, &ip.src));
-        meta.dst = Some(addr_to_ip(ip.family, &ip.dst));
-        meta.len = ip.len;
         if ip.frag == Frag::Later {
-            return Prepared::Done(invalid(meta, DropReason::Fragment));
+            return Prepared::Done(invalid(ip_meta(info, &ip, None), DropReason::Fragment));
         }
         let tr = match wire::parse_transport(&ip, self.cfg.verify_checksums, false) {
             Ok(t) => t,
-            Err(r) => return Prepared::Done(invalid(meta, r)),
+            Err(r) => return Prepared::Done(invalid(ip_meta(info, &ip, None), r)),
         };
-        let fam = family_code(ip.family);
         let mut key = Key {
             src: ip.src,
             dst: ip.dst,
             sport: 0,
             dport: 0,
             proto: ip.proto,
-            family: fam,
+            family: family_code(ip.family),
         };
         match tr {
             Transport::Tcp(t) => {
-                meta.sport = Some(t.sport);
-                meta.dport = Some(t.dport);
-                meta.tcp_flags = Some(t.flags);
                 if !wire::tcp_flags_valid(t.flags) {
-                    return Prepared::Done(invalid(meta, DropReason::TcpBadFlags));
+                    return Prepared::Done(invalid(
+                        ip_meta(info, &ip, Some(&tr)),
+                        DropReason::TcpBadFlags,
+                    ));
                 }
                 key.sport = t.sport;
                 key.dport = t.dport;
             }
             Transport::Udp { sport, dport } => {
-                meta.sport = Some(sport);
-                meta.dport = Some(dport);
                 key.sport = sport;
                 key.dport = dport;
             }
-            Transport::Icmp(m) => {
-                meta.icmp_type = Some(m.ty);
-                meta.icmp_code = Some(m.code);
-                match m.kind {
-                    IcmpKind::Untracked => return Prepared::Done(untracked(meta)),
-                    IcmpKind::Query { id, class, reply } => {
-                        // The request's key is (id, class); a reply's is reversed so that
-                        // reversing it again finds the request.
-                        if reply {
-                            key.sport = u16::from(class);
-                            key.dport = id;
-                        } else {
-                            key.sport = id;
-                            key.dport = u16::from(class);
-                        }
-                    }
-                    IcmpKind::Error { embedded } => match embedded_key(&ip, embedded) {
-                        Ok(k) => key = k,
-                        Err(r) => return Prepared::Done(invalid(meta, r)),
-                    },
+            Transport::Icmp(m) => match m.kind {
+                IcmpKind::Untracked => {
+                    return Prepared::Done(untracked(ip_meta(info, &ip, Some(&tr))))
                 }
-            }
+                IcmpKind::Query { id, class, reply } => {
+                    // The request's key is (id, class); a reply's is reversed so that
+                    // reversing it again finds the request.
+                    if reply {
+                        key.sport = u16::from(class);
+                        key.dport = id;
+                    } else {
+                        key.sport = id;
+                        key.dport = u16::from(class);
+                    }
+                }
+                IcmpKind::Error { embedded } => match embedded_key(&ip, embedded) {
+                    Ok(k) => key = k,
+                    Err(r) => return Prepared::Done(invalid(ip_meta(info, &ip, Some(&tr)), r)),
+                },
+            },
             Transport::Other => {}
         }
         let hash = self.table.hash(&key);
@@ -399,7 +394,7 @@ impl Engine {
             tr,
             key,
             hash,
-            meta,
+            link: info,
         }
     }
 
@@ -415,8 +410,11 @@ impl Engine {
                 tr,
                 key,
                 hash,
-                meta,
-            } => self.track(&ip, &tr, &key, hash, meta),
+                link,
+            } => {
+                let meta = ip_meta(link, &ip, Some(&tr));
+                self.track(&ip, &tr, &key, hash, meta)
+            }
         };
         let s = &mut self.stats;
         s.packets += 1;
@@ -467,6 +465,43 @@ impl Engine {
             self.table.remove(id);
             self.stats.expired += 1;
         }
+    }
+
+    /// Turns TCP window checks off (or back on) for one connection, found from either
+    /// direction's addresses and ports: for a connection known to take an asymmetric path.
+    /// Returns whether the connection was found.
+    pub fn set_liberal(
+        &mut self,
+        proto: u8,
+        (src, sport): (IpAddr, u16),
+        (dst, dport): (IpAddr, u16),
+        on: bool,
+    ) -> bool {
+        let (Some((fs, s)), Some((fd, d))) = (wire::addr_of(src), wire::addr_of(dst)) else {
+            return false;
+        };
+        if fs != fd {
+            return false;
+        }
+        let key = Key {
+            src: s,
+            dst: d,
+            sport,
+            dport,
+            proto,
+            family: family_code(fs),
+        };
+        let hash = self.table.hash(&key);
+        let Some((id, _)) = self.lookup(hash, &key) else {
+            return false;
+        };
+        let e = self.table.get_mut(id);
+        if on {
+            e.status |= crate::table::STATUS_LIBERAL;
+        } else {
+            e.status &= !crate::table::STATUS_LIBERAL;
+        }
+        true
     }
 
     /// Snapshots of every live connection.
@@ -731,6 +766,37 @@ impl Engine {
         e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
         self.insert(hash, e, meta)
     }
+}
+
+/// Header facts for the outcome, from the parsed layers.
+#[inline(always)]
+fn ip_meta(link: LinkInfo, ip: &Ip<'_>, tr: Option<&Transport<'_>>) -> PacketMeta {
+    let mut m = PacketMeta {
+        link,
+        family: Some(ip.family),
+        proto: Some(ip.proto),
+        src: Some(addr_to_ip(ip.family, &ip.src)),
+        dst: Some(addr_to_ip(ip.family, &ip.dst)),
+        len: ip.len,
+        ..PacketMeta::default()
+    };
+    match tr {
+        Some(Transport::Tcp(t)) => {
+            m.sport = Some(t.sport);
+            m.dport = Some(t.dport);
+            m.tcp_flags = Some(t.flags);
+        }
+        Some(Transport::Udp { sport, dport }) => {
+            m.sport = Some(*sport);
+            m.dport = Some(*dport);
+        }
+        Some(Transport::Icmp(i)) => {
+            m.icmp_type = Some(i.ty);
+            m.icmp_code = Some(i.code);
+        }
+        _ => {}
+    }
+    m
 }
 
 fn untracked(meta: PacketMeta) -> Outcome {

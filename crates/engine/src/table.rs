@@ -13,6 +13,7 @@
 //!   aim connections at one bucket.
 
 use crate::wire::Addr;
+pub(crate) use crate::wire::Key;
 use core::hash::Hasher;
 
 /// Entries per slab chunk.
@@ -151,18 +152,6 @@ impl Entry {
     pub(crate) fn expired(&self, now_s: u32) -> bool {
         self.expires <= now_s
     }
-}
-
-/// A packet's tuple as seen on the wire (source first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Key {
-    pub src: Addr,
-    pub dst: Addr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    /// 4 or 6.
-    pub family: u8,
 }
 
 #[derive(Clone)]

@@ -5,18 +5,18 @@
 /// chunk passed to a sum may be odd.
 #[inline]
 pub fn add(mut sum: u64, data: &[u8]) -> u64 {
-    let mut chunks = data.chunks_exact(8);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        let v = u64::from_be_bytes(w);
-        sum += (v >> 32) + (v & 0xffff_ffff);
+        sum += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    let v = u64::from_be_bytes(tail);
-    sum + (v >> 32) + (v & 0xffff_ffff)
+    // At most three bytes remain: handle them without a variable-length copy.
+    match *chunks.remainder() {
+        [a] => sum += u64::from(a) << 8,
+        [a, b] => sum += u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c] => sum += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        _ => {}
+    }
+    sum
 }
 
 /// Folds a running sum to 16 bits (not complemented).

@@ -98,6 +98,79 @@ pub(crate) fn addr_to_ip(family: Family, a: &Addr) -> IpAddr {
     }
 }
 
+/// A packet's tuple as seen on the wire (source first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Key {
+    pub src: Addr,
+    pub dst: Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// 4 or 6.
+    pub family: u8,
+}
+
+/// The table key of a plain TCP or UDP packet, read without validation, only so a batch can
+/// prefetch the table lines it will touch. Anything unusual returns `None`; the real parse
+/// decides the packet's fate either way.
+#[inline(always)]
+pub(crate) fn peek_key(link: LinkType, data: &[u8]) -> Option<Key> {
+    let off = match link {
+        LinkType::Ethernet => match u16_at(data, 12)? {
+            0x0800 | 0x86dd => 14,
+            0x8100 | 0x88a8 => 18,
+            _ => return None,
+        },
+        LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => 0,
+        LinkType::LinuxSll => 16,
+        LinkType::LinuxSll2 => 20,
+        LinkType::Null => 4,
+    };
+    let ip = data.get(off..)?;
+    let v = u8_at(ip, 0)?;
+    let mut k = Key {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        family: 4,
+    };
+    let l4 = match v >> 4 {
+        4 => {
+            k.proto = u8_at(ip, 9)?;
+            k.src[..4].copy_from_slice(&array_at::<4>(ip, 12)?);
+            k.dst[..4].copy_from_slice(&array_at::<4>(ip, 16)?);
+            usize::from(v & 0x0f) * 4
+        }
+        6 => {
+            k.family = 6;
+            k.proto = u8_at(ip, 6)?;
+            k.src = array_at::<16>(ip, 8)?;
+            k.dst = array_at::<16>(ip, 24)?;
+            40
+        }
+        _ => return None,
+    };
+    if k.proto != PROTO_TCP && k.proto != PROTO_UDP {
+        return None;
+    }
+    k.sport = u16_at(ip, l4)?;
+    k.dport = u16_at(ip, l4 + 2)?;
+    Some(k)
+}
+
+pub(crate) fn addr_of(ip: IpAddr) -> Option<(Family, Addr)> {
+    Some(match ip {
+        IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            (Family::V4, a)
+        }
+        IpAddr::V6(v6) => (Family::V6, v6.octets()),
+    })
+}
+
 /// The IP layer of a packet.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ip<'a> {
@@ -119,6 +192,7 @@ pub(crate) struct Ip<'a> {
 
 /// Parses the link layer and returns the IP packet, or `Ok(None)` for a non-IP frame (ARP,
 /// LLDP...), which connection tracking does not see.
+#[inline(always)]
 pub(crate) fn parse_frame<'a>(
     link: LinkType,
     data: &'a [u8],
@@ -190,6 +264,7 @@ pub(crate) fn parse_frame<'a>(
 
 /// Parses an IPv4 header. `cut` says the capture stored fewer bytes than were on the wire;
 /// `embedded` relaxes length checks for the packet quoted inside an ICMP error.
+#[inline]
 pub(crate) fn parse_ipv4(
     b: &[u8],
     cut: bool,
@@ -404,6 +479,7 @@ pub(crate) enum Transport<'a> {
     Other,
 }
 
+#[inline]
 fn l4_checksum_ok(ip: &Ip<'_>) -> bool {
     let alen = if ip.family == Family::V4 { 4 } else { 16 };
     let pseudo = checksum::pseudo_header(&ip.src[..alen], &ip.dst[..alen], ip.proto, ip.l4_len);
@@ -412,6 +488,7 @@ fn l4_checksum_ok(ip: &Ip<'_>) -> bool {
 
 /// Parses the transport header. For a non-first fragment the transport header is elsewhere:
 /// the caller handles `Frag::Later` before calling.
+#[inline]
 pub(crate) fn parse_transport<'a>(
     ip: &Ip<'a>,
     verify_checksums: bool,

@@ -346,10 +346,11 @@ pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u
         e.pflags[dir] |= PEER_CLOSE_INIT;
     }
     e.state = new;
-    let seen_reply = e.status & STATUS_SEEN_REPLY != 0 || dir == 1;
-    if class == TcpClass::Rst && !seen_reply {
+    // netfilter: if the only reply is a RST (a closed port), there never was a connection.
+    if class == TcpClass::Rst && e.status & STATUS_SEEN_REPLY == 0 {
         return Decision::AcceptAndRemove;
     }
+    let seen_reply = e.status & STATUS_SEEN_REPLY != 0 || dir == 1;
     if seen_reply && e.status & STATUS_ASSURED == 0 && (old == SR || old == ES) && new == ES {
         e.status |= STATUS_ASSURED;
     }

@@ -1,0 +1,215 @@
+//! Table pressure (eviction, refusal), stats, and batch processing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
+
+mod common;
+use common::*;
+
+fn small() -> Sim {
+    Sim::with(Config {
+        max_connections: 4,
+        ..Config::default()
+    })
+}
+
+fn q(i: u16) -> Vec<u8> {
+    udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), 10_000 + i, 53, b"q")
+}
+fn r(i: u16) -> Vec<u8> {
+    udp_frame(v4(10, 0, 0, 2), v4(10, 0, 0, 1), 53, 10_000 + i, b"r")
+}
+
+#[test]
+fn full_of_unreplied_evicts() {
+    let mut sim = small();
+    for i in 0..4 {
+        expect_new(&sim.eth(&q(i)));
+    }
+    assert_eq!(sim.engine.len(), 4);
+    let o = sim.eth(&q(4));
+    expect_new(&o);
+    assert_eq!(sim.engine.stats().evicted, 1);
+    assert_eq!(sim.engine.stats().refused, 0);
+    assert_eq!(sim.engine.len(), 4);
+    assert!(sim.conns().iter().any(|c| c.original.l4
+        == L4Tuple::Ports {
+            sport: 10_004,
+            dport: 53
+        }));
+}
+
+#[test]
+fn full_of_replied_refuses() {
+    let mut sim = small();
+    for i in 0..4 {
+        expect_new(&sim.eth(&q(i)));
+        expect_est_reply(&sim.eth(&r(i)));
+    }
+    let o = sim.eth(&q(4));
+    assert_eq!(o.verdict, Verdict::Drop, "{o:?}");
+    assert_eq!(o.reason, Some(DropReason::TableFull), "{o:?}");
+    assert_eq!(sim.engine.stats().refused, 1);
+    assert_eq!(sim.engine.stats().evicted, 0);
+    assert_eq!(sim.engine.len(), 4);
+    // Existing connections keep working.
+    expect_est_orig(&sim.eth(&q(0)));
+    // Once one expires there is room again.
+    sim.advance(31);
+    expect_new(&sim.eth(&q(4)));
+}
+
+#[test]
+fn eviction_prefers_unreplied() {
+    let mut sim = small();
+    for i in 0..3 {
+        sim.eth(&q(i));
+        sim.eth(&r(i));
+    }
+    sim.eth(&q(3)); // the only unreplied one
+    expect_new(&sim.eth(&q(4)));
+    assert_eq!(sim.engine.stats().evicted, 1);
+    let ports: Vec<_> = sim.conns().iter().map(|c| c.original.l4).collect();
+    assert!(
+        !ports.contains(&L4Tuple::Ports {
+            sport: 10_003,
+            dport: 53
+        }),
+        "{ports:?}"
+    );
+    for i in 0..3 {
+        assert!(
+            ports.contains(&L4Tuple::Ports {
+                sport: 10_000 + i,
+                dport: 53
+            }),
+            "{ports:?}"
+        );
+    }
+}
+
+#[test]
+fn stats_count_states_and_reasons() {
+    let mut sim = Sim::new();
+    let mut f = Flow::v4();
+    f.handshake(&mut sim);
+    sim.eth(&f.seg(true, f.cseq, 0, SYN | FIN, 1, &[], &[]));
+    let s = sim.engine.stats();
+    assert_eq!(s.packets, 4);
+    assert_eq!(s.created, 1);
+    assert_eq!(s.by_reason[DropReason::TcpBadFlags.index()], 1);
+    assert_eq!(s.by_state.iter().sum::<u64>(), 4);
+    assert!(s.peak >= 1);
+}
+
+fn mixed_sequence() -> Vec<(Time, LinkType, Vec<u8>, usize)> {
+    let mut v = Vec::new();
+    let mut f = Flow::v4();
+    let mut t = 1u64;
+    let push = |v: &mut Vec<_>, d: Vec<u8>, t: &mut u64| {
+        let n = d.len();
+        v.push((Time::from_secs(*t), LinkType::Ethernet, d, n));
+        *t += 1;
+    };
+    push(&mut v, f.seg(true, f.cseq, 0, SYN, 65535, &[], &[]), &mut t);
+    f.cseq += 1;
+    push(
+        &mut v,
+        f.seg(false, f.sseq, f.cseq, SYN | ACK, 65535, &[], &[]),
+        &mut t,
+    );
+    f.sseq += 1;
+    push(
+        &mut v,
+        f.seg(true, f.cseq, f.sseq, ACK, 65535, &[], &[]),
+        &mut t,
+    );
+    push(
+        &mut v,
+        f.seg(true, f.cseq, f.sseq, ACK | PSH, 65535, &[], &[1; 100]),
+        &mut t,
+    );
+    push(
+        &mut v,
+        f.seg(true, f.cseq + 1_000_000, f.sseq, ACK, 65535, &[], &[]),
+        &mut t,
+    );
+    push(
+        &mut v,
+        f.seg(true, f.cseq, f.sseq, SYN | FIN, 65535, &[], &[]),
+        &mut t,
+    );
+    for i in 0..6 {
+        push(&mut v, q(i), &mut t);
+        push(&mut v, r(i), &mut t);
+    }
+    push(
+        &mut v,
+        echo4(v4(10, 0, 0, 1), v4(10, 0, 0, 2), true, 5, 5),
+        &mut t,
+    );
+    push(
+        &mut v,
+        echo4(v4(10, 0, 0, 1), v4(10, 0, 0, 2), false, 5, 5),
+        &mut t,
+    );
+    push(&mut v, vec![0u8; 7], &mut t);
+    let syn = f.seg(true, 77, 0, SYN, 65535, &[], &[0; 40]);
+    let n = syn.len();
+    v.push((
+        Time::from_secs(t),
+        LinkType::Ethernet,
+        syn[..60].to_vec(),
+        n,
+    ));
+    v.push((Time::from_secs(t + 40), LinkType::Ethernet, q(0), 0));
+    let raw = udp_raw(v6(1), v6(2), 1, 2, b"x");
+    let n = raw.len();
+    v.push((Time::from_secs(t + 41), LinkType::Raw, raw, n));
+    v
+}
+
+#[test]
+fn batch_matches_one_by_one() {
+    for max in [3u32, 1000] {
+        let seq = mixed_sequence();
+        let cfg = Config {
+            max_connections: max,
+            ..Config::default()
+        };
+        let mut a = Engine::new(cfg.clone());
+        let one: Vec<Outcome> = seq
+            .iter()
+            .map(|(t, l, d, w)| {
+                if *w > d.len() {
+                    a.process_captured(*t, *l, d, *w)
+                } else {
+                    a.process(*t, *l, d)
+                }
+            })
+            .collect();
+        let mut b = Engine::new(cfg);
+        let batch: Vec<Packet<'_>> = seq
+            .iter()
+            .map(|(t, l, d, w)| Packet {
+                now: *t,
+                link: *l,
+                data: d,
+                wire_len: (*w).max(d.len()),
+            })
+            .collect();
+        let mut out = Vec::new();
+        // Two batches, to check the output is appended or replaced consistently.
+        let (x, y) = batch.split_at(batch.len() / 2);
+        b.process_batch(x, &mut out);
+        let mut out2 = Vec::new();
+        b.process_batch(y, &mut out2);
+        assert_eq!(out.len(), x.len());
+        assert_eq!(out2.len(), y.len());
+        out.extend(out2);
+        assert_eq!(one, out, "max_connections {max}");
+        let ca: Vec<Conn> = a.connections().collect();
+        let cb: Vec<Conn> = b.connections().collect();
+        assert_eq!(ca.len(), cb.len());
+        assert_eq!(a.stats().packets, b.stats().packets);
+        assert_eq!(a.stats().by_state, b.stats().by_state);
+    }
+}

@@ -274,11 +274,15 @@ impl Table {
 
     #[inline(always)]
     fn bucket_of(&self, hash: u64) -> usize {
-        // Multiply-shift range reduction: any bucket count, no division.
+        self.bucket_of_tag(tag_of(hash))
+    }
+
+    /// The home bucket comes from the stored tag alone, so rebuilding the index never has to
+    /// read an entry back to re-hash it. Multiply-shift maps the tag onto any bucket count.
+    #[inline(always)]
+    fn bucket_of_tag(&self, tag: u32) -> usize {
         #[allow(clippy::cast_possible_truncation)]
-        let b = ((hash & 0xffff_ffff) * self.buckets.len() as u64) >> 32;
-        #[allow(clippy::cast_possible_truncation)]
-        let b = b as usize;
+        let b = ((u64::from(tag) * self.buckets.len() as u64) >> 32) as usize;
         b
     }
 
@@ -369,9 +373,12 @@ impl Table {
     }
 
     fn place(&mut self, hash: u64, id: u32) {
-        let tag = tag_of(hash);
+        self.place_tag(tag_of(hash), id);
+    }
+
+    fn place_tag(&mut self, tag: u32, id: u32) {
         let n = self.buckets.len();
-        let mut b = self.bucket_of(hash);
+        let mut b = self.bucket_of_tag(tag);
         loop {
             let bucket = &mut self.buckets[b];
             for i in 0..SLOTS {
@@ -454,10 +461,7 @@ impl Table {
         for bucket in &old {
             for i in 0..SLOTS {
                 if bucket.tags[i] >= 2 {
-                    let id = bucket.ids[i];
-                    // The index keeps only tags, so the bucket comes from the entry's key.
-                    let hash = self.hash(&self.get(id).key());
-                    self.place(hash, id);
+                    self.place_tag(bucket.tags[i], bucket.ids[i]);
                 }
             }
         }

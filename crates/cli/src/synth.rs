@@ -1,0 +1,238 @@
+//! `keepstate gen synth`: N concurrent TCP connections, streamed to an Ethernet pcap.
+//!
+//! Per-connection values (addresses, ports, initial sequence numbers) are computed from the
+//! connection index, so memory stays at one shuffled index vector however large N is.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::frames::{self, Seg, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Concurrent TCP connections.
+    #[arg(long)]
+    connections: u32,
+    /// Data rounds per connection (one segment each way per round).
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Seed for the interleaving order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fraction of connections over IPv6 (0.0..=1.0).
+    #[arg(long, default_value_t = 0.0)]
+    ipv6_share: f64,
+    /// Output pcap file.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const PORTS_PER_CLIENT: u32 = 50_000;
+const SERVERS: u32 = 100_000;
+const DATA_LEN: u32 = 32;
+const PAYLOAD: [u8; 32] = *b"keepstate synthetic payload 0123";
+const WINDOW: u16 = 64_240;
+/// 2023-11-14T22:13:20Z.
+const START_SECS: u64 = 1_700_000_000;
+
+struct Conn {
+    client: IpAddr,
+    server: IpAddr,
+    cport: u16,
+    isn_c: u32,
+    isn_s: u32,
+}
+
+fn conn(i: u32, ipv6_share: f64) -> Result<Conn> {
+    let host = i / PORTS_PER_CLIENT + 1;
+    let cport = u16::try_from(10_000 + i % PORTS_PER_CLIENT)?;
+    let srv = i % SERVERS + 1;
+    let v6 = {
+        let a = (f64::from(i) * ipv6_share).floor();
+        let b = (f64::from(i + 1) * ipv6_share).floor();
+        b > a
+    };
+    let (client, server) = if v6 {
+        (
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 0) | host_v6(host)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0x2, 0, 0, 0, 0, 0, 0) | host_v6(srv)),
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | host)),
+            IpAddr::V4(Ipv4Addr::from(0xc612_0000 | srv)),
+        )
+    };
+    let isn_c = i.wrapping_mul(2_654_435_761).rotate_left(7) ^ 0x1234_5678;
+    let isn_s = isn_c.wrapping_mul(0x9e37_79b9) ^ 0x8765_4321;
+    Ok(Conn {
+        client,
+        server,
+        cport,
+        isn_c,
+        isn_s,
+    })
+}
+
+fn host_v6(n: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(n))
+}
+
+struct Out {
+    w: PcapWriter<BufWriter<File>>,
+    buf: Vec<u8>,
+    n: u64,
+}
+
+impl Out {
+    fn seg(&mut self, c: &Conn, from_client: bool, s: Seg, payload: &[u8]) -> Result<()> {
+        let ip = if from_client {
+            frames::ip(CLIENT_MAC, SERVER_MAC, c.client, c.server, 64)?
+        } else {
+            frames::ip(SERVER_MAC, CLIENT_MAC, c.server, c.client, 64)?
+        };
+        frames::tcp(&mut self.buf, ip, s, payload)?;
+        let ts = Duration::from_secs(START_SECS) + Duration::from_micros(self.n);
+        let len = u32::try_from(self.buf.len())?;
+        self.w
+            .write_packet(&PcapPacket::new(ts, len, &self.buf))
+            .context("writing pcap")?;
+        self.n += 1;
+        Ok(())
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.ipv6_share) {
+        bail!("--ipv6-share must be between 0 and 1");
+    }
+    if args.connections > 200_000_000 {
+        bail!("--connections above 200,000,000 is not supported");
+    }
+    let file = File::create(&args.output)
+        .with_context(|| format!("{}: cannot create", args.output.display()))?;
+    let w = PcapWriter::new(BufWriter::with_capacity(1 << 20, file)).context("writing pcap")?;
+    let mut out = Out {
+        w,
+        buf: Vec::with_capacity(128),
+        n: 0,
+    };
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut order: Vec<u32> = (0..args.connections).collect();
+    let share = args.ipv6_share;
+    let mss = Some(1460);
+    let syn = |c: &Conn| Seg {
+        sport: c.cport,
+        dport: 443,
+        seq: c.isn_c,
+        ack: 0,
+        flags: TCP_SYN,
+        window: WINDOW,
+        mss,
+    };
+
+    // Opens: SYN, SYN/ACK, ACK per connection, connections in random order.
+    order.shuffle(&mut rng);
+    for &i in &order {
+        let c = conn(i, share)?;
+        out.seg(&c, true, syn(&c), &[])?;
+        let synack = Seg {
+            sport: 443,
+            dport: c.cport,
+            seq: c.isn_s,
+            ack: c.isn_c.wrapping_add(1),
+            flags: TCP_SYN | TCP_ACK,
+            window: WINDOW,
+            mss,
+        };
+        out.seg(&c, false, synack, &[])?;
+        out.seg(&c, true, client_seg(&c, 0, TCP_ACK), &[])?;
+    }
+
+    // Data rounds: one segment each way per connection, connections in random order.
+    for r in 0..args.rounds {
+        order.shuffle(&mut rng);
+        for &i in &order {
+            let c = conn(i, share)?;
+            out.seg(&c, true, client_seg(&c, r, TCP_ACK | TCP_PSH), &PAYLOAD)?;
+            out.seg(
+                &c,
+                false,
+                server_seg(&c, r, r + 1, TCP_ACK | TCP_PSH),
+                &PAYLOAD,
+            )?;
+        }
+    }
+
+    // Close: FIN/ACK each way, then the last ACK.
+    let r = args.rounds;
+    order.shuffle(&mut rng);
+    for &i in &order {
+        let c = conn(i, share)?;
+        out.seg(&c, true, client_seg(&c, r, TCP_FIN | TCP_ACK), &[])?;
+        let mut fin = server_seg(&c, r, r, TCP_FIN | TCP_ACK);
+        fin.ack = fin.ack.wrapping_add(1);
+        out.seg(&c, false, fin, &[])?;
+        let mut last = client_seg(&c, r, TCP_ACK);
+        last.seq = last.seq.wrapping_add(1);
+        last.ack = last.ack.wrapping_add(1);
+        out.seg(&c, true, last, &[])?;
+    }
+    let n = out.n;
+    let mut inner = out.w.into_writer();
+    std::io::Write::flush(&mut inner).context("writing pcap")?;
+    eprintln!(
+        "wrote {n} packets, {} connections, to {}",
+        args.connections,
+        args.output.display()
+    );
+    Ok(())
+}
+
+fn data_len() -> u32 {
+    DATA_LEN
+}
+
+/// Client segment after `r` rounds of data each way.
+fn client_seg(c: &Conn, r: u32, flags: u8) -> Seg {
+    let d = data_len().wrapping_mul(r);
+    Seg {
+        sport: c.cport,
+        dport: 443,
+        seq: c.isn_c.wrapping_add(1).wrapping_add(d),
+        ack: c.isn_s.wrapping_add(1).wrapping_add(d),
+        flags,
+        window: WINDOW,
+        mss: None,
+    }
+}
+
+/// Server segment after `r` rounds sent by the server and `acked` rounds received.
+fn server_seg(c: &Conn, r: u32, acked: u32, flags: u8) -> Seg {
+    Seg {
+        sport: 443,
+        dport: c.cport,
+        seq: c
+            .isn_s
+            .wrapping_add(1)
+            .wrapping_add(data_len().wrapping_mul(r)),
+        ack: c
+            .isn_c
+            .wrapping_add(1)
+            .wrapping_add(data_len().wrapping_mul(acked)),
+        flags,
+        window: WINDOW,
+        mss: None,
+    }
+}

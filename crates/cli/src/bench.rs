@@ -14,8 +14,8 @@ pub struct Args {
     /// Connection table size limit (default: 4,194,304, enough for large synthetic traces).
     #[arg(long, value_name = "N", default_value_t = 4_194_304)]
     max_connections: u32,
-    /// Packets per `process_batch` call.
-    #[arg(long, value_name = "N", default_value_t = 32)]
+    /// Packets per `process_batch` call (default: what the engine prefers).
+    #[arg(long, value_name = "N", default_value_t = keepstate_engine::Engine::PREFERRED_BATCH)]
     batch: usize,
 }
 

@@ -303,7 +303,11 @@ impl Table {
             for i in 0..SLOTS {
                 if bucket.tags[i] == tag {
                     if let Some(e) = self.get_opt(bucket.ids[i]) {
-                        prefetch_read(e as *const Entry as *const u8);
+                        // Entries are not line-aligned: one can straddle three lines.
+                        let p = e as *const Entry as *const u8;
+                        prefetch_read(p);
+                        prefetch_read(p.wrapping_add(64));
+                        prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
                     }
                     return;
                 }

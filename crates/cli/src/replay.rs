@@ -59,7 +59,10 @@ fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> Trac
     let icmp = matches!(m.proto, Some(1 | 58));
     TraceLine {
         n,
-        ts: ts.as_secs_f64(),
+        // Whole microseconds divided once give the double nearest the decimal value, so the
+        // trace prints `…419.617` rather than `…419.6169999`.
+        #[allow(clippy::cast_precision_loss)]
+        ts: (ts.as_nanos() / 1_000) as f64 / 1e6,
         iface,
         verdict: o.verdict.name(),
         ct_state: o.state.name(),

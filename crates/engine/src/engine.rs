@@ -878,7 +878,8 @@ fn embedded_key(outer: &Ip<'_>, embedded: &[u8]) -> Result<Key, DropReason> {
     })
 }
 
-fn conn_view(e: &Entry, now_s: u32) -> Conn {
+fn conn_view(entry: &Entry, now_s: u32) -> Conn {
+    let e = &entry.key;
     let family = if e.family == 6 {
         Family::V6
     } else {
@@ -923,11 +924,11 @@ fn conn_view(e: &Entry, now_s: u32) -> Conn {
             dst: src,
             l4: l4r,
         },
-        tcp_state: (e.proto == PROTO_TCP).then(|| TcpState::from_u8(e.state)),
-        seen_reply: e.status & STATUS_SEEN_REPLY != 0,
-        assured: e.status & STATUS_ASSURED != 0,
-        timeout: e.expires.saturating_sub(now_s),
-        packets: e.packets,
-        bytes: e.bytes,
+        tcp_state: (e.proto == PROTO_TCP).then(|| TcpState::from_u8(entry.state)),
+        seen_reply: entry.status & STATUS_SEEN_REPLY != 0,
+        assured: entry.status & STATUS_ASSURED != 0,
+        timeout: entry.expires.saturating_sub(now_s),
+        packets: entry.packets,
+        bytes: entry.bytes,
     }
 }

@@ -12,7 +12,6 @@
 //! - The hash is keyed ([`ahash`] with the caller's secret), so nobody who lacks the key can
 //!   aim connections at one bucket.
 
-use crate::wire::Addr;
 pub(crate) use crate::wire::Key;
 use core::hash::Hasher;
 
@@ -40,15 +39,9 @@ pub(crate) struct Peer {
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct Entry {
-    /// Original-direction source and destination.
-    pub src: Addr,
-    pub dst: Addr,
-    /// Ports; for ICMP queries `sport` is the identifier and `dport` the query class.
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    /// 0 for a free slot, 4 or 6.
-    pub family: u8,
+    /// The original-direction tuple. For ICMP queries `sport` is the identifier and `dport`
+    /// the query class; `family` 0 marks a free slot.
+    pub key: Key,
     /// TCP state (`tcp::State` as u8); unused for other protocols.
     pub state: u8,
     /// `STATUS_*` bits.
@@ -82,12 +75,14 @@ const _: () = assert!(core::mem::size_of::<Entry>() == 104);
 
 impl Entry {
     const FREE: Entry = Entry {
-        src: [0; 16],
-        dst: [0; 16],
-        sport: 0,
-        dport: 0,
-        proto: 0,
-        family: 0,
+        key: Key {
+            src: [0; 16],
+            dst: [0; 16],
+            sport: 0,
+            dport: 0,
+            proto: 0,
+            family: 0,
+        },
         state: 0,
         status: 0,
         expires: NIL,
@@ -104,45 +99,25 @@ impl Entry {
 
     pub(crate) fn new(key: &Key) -> Entry {
         Entry {
-            src: key.src,
-            dst: key.dst,
-            sport: key.sport,
-            dport: key.dport,
-            proto: key.proto,
-            family: key.family,
+            key: *key,
             ..Entry::FREE
         }
     }
 
     pub(crate) fn is_free(&self) -> bool {
-        self.family == 0
-    }
-
-    pub(crate) fn key(&self) -> Key {
-        Key {
-            src: self.src,
-            dst: self.dst,
-            sport: self.sport,
-            dport: self.dport,
-            proto: self.proto,
-            family: self.family,
-        }
+        self.key.family == 0
     }
 
     /// Which direction a packet with this tuple travels, if it belongs here.
     #[inline(always)]
     pub(crate) fn direction_of(&self, k: &Key) -> Option<usize> {
-        if self.proto != k.proto || self.family != k.family {
+        let e = &self.key;
+        if e.proto != k.proto || e.family != k.family {
             return None;
         }
-        if self.sport == k.sport && self.dport == k.dport && self.src == k.src && self.dst == k.dst
-        {
+        if e.sport == k.sport && e.dport == k.dport && e.src == k.src && e.dst == k.dst {
             Some(0)
-        } else if self.sport == k.dport
-            && self.dport == k.sport
-            && self.src == k.dst
-            && self.dst == k.src
-        {
+        } else if e.sport == k.dport && e.dport == k.sport && e.src == k.dst && e.dst == k.src {
             Some(1)
         } else {
             None
@@ -446,7 +421,7 @@ impl Table {
 
     /// Removes an entry by id, finding its slot from its own key.
     pub(crate) fn remove(&mut self, id: u32) {
-        let key = self.get(id).key();
+        let key = self.get(id).key;
         let hash = self.hash(&key);
         if let Some((found, slot, _)) = self.find(hash, &key) {
             if found == id {

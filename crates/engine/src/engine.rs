@@ -212,18 +212,6 @@ fn family_code(f: Family) -> u8 {
     }
 }
 
-/// A packet parsed far enough to know its table key.
-enum Prepared<'a> {
-    Done(Outcome),
-    Track {
-        ip: Ip<'a>,
-        tr: Transport<'a>,
-        key: Key,
-        hash: u64,
-        link: LinkInfo,
-    },
-}
-
 /// How many packets ahead `process_batch` prefetches entries (buckets twice as far).
 const PREFETCH_DISTANCE: usize = 8;
 
@@ -293,8 +281,19 @@ impl Engine {
         data: &[u8],
         wire_len: usize,
     ) -> Outcome {
-        let p = self.prepare(link, data, wire_len);
-        self.finish(now, p)
+        if now > self.now {
+            self.now = now;
+        }
+        self.sweep_step();
+        let out = self.classify(link, data, wire_len);
+        let s = &mut self.stats;
+        s.packets += 1;
+        s.bytes += u64::from(out.meta.len);
+        s.by_state[out.state as usize] += 1;
+        if let Some(r) = out.reason {
+            s.by_reason[r.index()] += 1;
+        }
+        out
     }
 
     /// Classifies a batch. Parsing and hashing the whole batch first lets the bucket and entry
@@ -335,34 +334,35 @@ impl Engine {
         wire::peek_key(p.link, p.data).map_or(0, |k| self.table.hash(&k))
     }
 
+    /// Parses the packet and tracks it, in one pass with no intermediate values to move.
     #[inline(always)]
-    fn prepare<'a>(&self, link: LinkType, data: &'a [u8], wire_len: usize) -> Prepared<'a> {
+    fn classify(&mut self, link: LinkType, data: &[u8], wire_len: usize) -> Outcome {
         let mut info = LinkInfo::default();
         let ip = match wire::parse_frame(link, data, wire_len, self.cfg.verify_checksums, &mut info)
         {
             Ok(Some(ip)) => ip,
             Ok(None) => {
-                return Prepared::Done(untracked(PacketMeta {
+                return untracked(PacketMeta {
                     link: info,
                     ..PacketMeta::default()
-                }))
+                })
             }
             Err(r) => {
-                return Prepared::Done(invalid(
+                return invalid(
                     PacketMeta {
                         link: info,
                         ..PacketMeta::default()
                     },
                     r,
-                ))
+                )
             }
         };
         if ip.frag == Frag::Later {
-            return Prepared::Done(invalid(ip_meta(info, &ip, None), DropReason::Fragment));
+            return invalid(ip_meta(info, &ip, None), DropReason::Fragment);
         }
         let tr = match wire::parse_transport(&ip, self.cfg.verify_checksums, false) {
             Ok(t) => t,
-            Err(r) => return Prepared::Done(invalid(ip_meta(info, &ip, None), r)),
+            Err(r) => return invalid(ip_meta(info, &ip, None), r),
         };
         let mut key = Key {
             src: ip.src,
@@ -375,10 +375,7 @@ impl Engine {
         match tr {
             Transport::Tcp(t) => {
                 if !wire::tcp_flags_valid(t.flags) {
-                    return Prepared::Done(invalid(
-                        ip_meta(info, &ip, Some(&tr)),
-                        DropReason::TcpBadFlags,
-                    ));
+                    return invalid(ip_meta(info, &ip, Some(&tr)), DropReason::TcpBadFlags);
                 }
                 key.sport = t.sport;
                 key.dport = t.dport;
@@ -388,9 +385,7 @@ impl Engine {
                 key.dport = dport;
             }
             Transport::Icmp(m) => match m.kind {
-                IcmpKind::Untracked => {
-                    return Prepared::Done(untracked(ip_meta(info, &ip, Some(&tr))))
-                }
+                IcmpKind::Untracked => return untracked(ip_meta(info, &ip, Some(&tr))),
                 IcmpKind::Query { id, class, reply } => {
                     // The request's key is (id, class); a reply's is reversed so that
                     // reversing it again finds the request.
@@ -404,47 +399,14 @@ impl Engine {
                 }
                 IcmpKind::Error { embedded } => match embedded_key(&ip, embedded) {
                     Ok(k) => key = k,
-                    Err(r) => return Prepared::Done(invalid(ip_meta(info, &ip, Some(&tr)), r)),
+                    Err(r) => return invalid(ip_meta(info, &ip, Some(&tr)), r),
                 },
             },
             Transport::Other => {}
         }
         let hash = self.table.hash(&key);
-        Prepared::Track {
-            ip,
-            tr,
-            key,
-            hash,
-            link: info,
-        }
-    }
-
-    fn finish(&mut self, now: Time, p: Prepared<'_>) -> Outcome {
-        if now > self.now {
-            self.now = now;
-        }
-        self.sweep_step();
-        let out = match p {
-            Prepared::Done(o) => o,
-            Prepared::Track {
-                ip,
-                tr,
-                key,
-                hash,
-                link,
-            } => {
-                let meta = ip_meta(link, &ip, Some(&tr));
-                self.track(&ip, &tr, &key, hash, meta)
-            }
-        };
-        let s = &mut self.stats;
-        s.packets += 1;
-        s.bytes += u64::from(out.meta.len);
-        s.by_state[out.state as usize] += 1;
-        if let Some(r) = out.reason {
-            s.by_reason[r.index()] += 1;
-        }
-        out
+        let meta = ip_meta(info, &ip, Some(&tr));
+        self.track(&ip, &tr, &key, hash, meta)
     }
 
     fn now_s(&self) -> u32 {

@@ -4,15 +4,7 @@
 use keepstate_engine::{Config, CtState, Engine, LinkType, Time};
 use libfuzzer_sys::fuzz_target;
 
-const LINKS: [LinkType; 7] = [
-    LinkType::Ethernet,
-    LinkType::Raw,
-    LinkType::Ipv4,
-    LinkType::Ipv6,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::Null,
-];
+const LINKS: [LinkType; 7] = LinkType::ALL;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {

@@ -6,15 +6,7 @@
 use keepstate_engine::{Config, Engine, LinkType, Packet, Time};
 use libfuzzer_sys::fuzz_target;
 
-const LINKS: [LinkType; 7] = [
-    LinkType::Ethernet,
-    LinkType::Raw,
-    LinkType::Ipv4,
-    LinkType::Ipv6,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::Null,
-];
+const LINKS: [LinkType; 7] = LinkType::ALL;
 
 const MAX: u32 = 8;
 

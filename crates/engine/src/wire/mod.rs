@@ -43,6 +43,17 @@ pub enum LinkType {
 }
 
 impl LinkType {
+    /// Every link type, in a fixed order (fuzz corpora pick one by index into this).
+    pub const ALL: [LinkType; 7] = [
+        LinkType::Ethernet,
+        LinkType::Raw,
+        LinkType::Ipv4,
+        LinkType::Ipv6,
+        LinkType::LinuxSll,
+        LinkType::LinuxSll2,
+        LinkType::Null,
+    ];
+
     /// Maps a pcap/pcapng LINKTYPE_ value.
     pub fn from_linktype(value: u32) -> Option<LinkType> {
         Some(match value {

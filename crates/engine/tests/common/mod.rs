@@ -429,12 +429,4 @@ impl XorShift {
     }
 }
 
-pub const ALL_LINKS: [LinkType; 7] = [
-    LinkType::Ethernet,
-    LinkType::Raw,
-    LinkType::Ipv4,
-    LinkType::Ipv6,
-    LinkType::LinuxSll,
-    LinkType::LinuxSll2,
-    LinkType::Null,
-];
+pub const ALL_LINKS: [LinkType; 7] = LinkType::ALL;

@@ -227,6 +227,10 @@ pub struct Engine {
     table: Table,
     stats: Stats,
     now: Time,
+    /// `now` in whole seconds, rounded down (for expiry checks) and up (for deadlines);
+    /// kept in step with `now` by `advance` so the per-packet path never divides.
+    now_floor: u32,
+    now_ceil: u32,
     scratch: Vec<u32>,
 }
 
@@ -237,6 +241,8 @@ impl Engine {
             cfg,
             stats: Stats::default(),
             now: Time::ZERO,
+            now_floor: 0,
+            now_ceil: 0,
             scratch: Vec::new(),
         }
     }
@@ -281,9 +287,7 @@ impl Engine {
         data: &[u8],
         wire_len: usize,
     ) -> Outcome {
-        if now > self.now {
-            self.now = now;
-        }
+        self.advance(now);
         self.sweep_step();
         let out = self.classify(link, data, wire_len);
         let s = &mut self.stats;
@@ -409,15 +413,26 @@ impl Engine {
         self.track(&ip, &tr, &key, hash, meta)
     }
 
+    /// Moves the clock forward (never back: a reordered capture must not revive entries).
+    #[inline(always)]
+    fn advance(&mut self, now: Time) {
+        if now > self.now {
+            self.now = now;
+            self.now_floor = now.secs_u32();
+            let up = now.as_secs() + u64::from(!now.as_nanos().is_multiple_of(1_000_000_000));
+            self.now_ceil = u32::try_from(up).unwrap_or(u32::MAX);
+        }
+    }
+
+    #[inline(always)]
     fn now_s(&self) -> u32 {
-        self.now.secs_u32()
+        self.now_floor
     }
 
     /// Deadline in whole seconds, rounded up so an entry never expires early.
+    #[inline(always)]
     fn deadline(&self, timeout: u32) -> u32 {
-        let t = self.now.saturating_add_secs(u64::from(timeout));
-        let secs = t.as_secs() + u64::from(!t.as_nanos().is_multiple_of(1_000_000_000));
-        u32::try_from(secs).unwrap_or(u32::MAX)
+        self.now_ceil.saturating_add(timeout)
     }
 
     /// Checks one entry at the sweep cursor, so expired entries are reclaimed at a steady,
@@ -434,9 +449,7 @@ impl Engine {
 
     /// Removes every expired entry.
     pub fn expire(&mut self, now: Time) {
-        if now > self.now {
-            self.now = now;
-        }
+        self.advance(now);
         let now_s = self.now_s();
         let dead: Vec<u32> = self
             .table
@@ -626,15 +639,14 @@ impl Engine {
         timeout: u32,
     ) -> Outcome {
         let mut e = Entry::new(key);
-        e.packets[0] = 1;
-        e.bytes[0] = u64::from(ip.len);
         e.expires = self.deadline(timeout);
         // For UDP: the second after which a replied flow counts as a stream.
         e.peer[0].end = self.deadline(2);
-        self.insert(hash, e, meta)
+        self.insert(hash, e, ip, meta)
     }
 
-    fn insert(&mut self, hash: u64, e: Entry, meta: PacketMeta) -> Outcome {
+    /// Adds a new connection, counting the packet that opened it.
+    fn insert(&mut self, hash: u64, mut e: Entry, ip: &Ip<'_>, meta: PacketMeta) -> Outcome {
         if self.table.len() >= self.cfg.max_connections as usize && !self.make_room(hash) {
             self.stats.refused += 1;
             return Outcome {
@@ -645,6 +657,8 @@ impl Engine {
                 meta,
             };
         }
+        e.packets[0] = 1;
+        e.bytes[0] = u64::from(ip.len);
         self.table.insert(hash, e);
         self.stats.created += 1;
         let len = self.table.len();
@@ -744,10 +758,8 @@ impl Engine {
         let Some(state) = tcp::open(&mut e, seg, &self.cfg) else {
             return invalid(meta, DropReason::TcpNotSyn);
         };
-        e.packets[0] = 1;
-        e.bytes[0] = u64::from(ip.len);
         e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
-        self.insert(hash, e, meta)
+        self.insert(hash, e, ip, meta)
     }
 }
 

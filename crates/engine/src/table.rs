@@ -75,14 +75,7 @@ const _: () = assert!(core::mem::size_of::<Entry>() == 104);
 
 impl Entry {
     const FREE: Entry = Entry {
-        key: Key {
-            src: [0; 16],
-            dst: [0; 16],
-            sport: 0,
-            dport: 0,
-            proto: 0,
-            family: 0,
-        },
+        key: Key::EMPTY,
         state: 0,
         status: 0,
         expires: NIL,

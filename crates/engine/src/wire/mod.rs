@@ -121,6 +121,17 @@ pub(crate) struct Key {
     pub family: u8,
 }
 
+impl Key {
+    pub(crate) const EMPTY: Key = Key {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        family: 0,
+    };
+}
+
 /// The table key of a plain TCP or UDP packet, read without validation, only so a batch can
 /// prefetch the table lines it will touch. Anything unusual returns `None`; the real parse
 /// decides the packet's fate either way.
@@ -140,12 +151,8 @@ pub(crate) fn peek_key(link: LinkType, data: &[u8]) -> Option<Key> {
     let ip = data.get(off..)?;
     let v = u8_at(ip, 0)?;
     let mut k = Key {
-        src: [0; 16],
-        dst: [0; 16],
-        sport: 0,
-        dport: 0,
-        proto: 0,
         family: 4,
+        ..Key::EMPTY
     };
     let l4 = match v >> 4 {
         4 => {

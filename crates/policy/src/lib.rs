@@ -1,0 +1,7 @@
+//! keepstate's firewall policy: zones, state-aware rules, notrack, reject and rate limits.
+//!
+//! Sans-IO like the engine: a [`model::Policy`] is plain data (built from a TOML file by
+//! [`config`]), compiled into a ruleset whose per-packet cost does not grow with the number
+//! of rules or prefixes.
+
+pub mod model;

@@ -119,6 +119,36 @@ pub struct Packet<'a> {
     pub wire_len: usize,
 }
 
+/// Stages a firewall policy runs around tracking, in netfilter's order: the raw table before
+/// the state table is consulted, the filter table before a new entry is confirmed.
+pub trait Hooks {
+    /// Called for every parsed, trackable packet before the table is consulted. Returning
+    /// `true` exempts it from tracking (netfilter's `notrack`): its state is `untracked` and
+    /// the table is left untouched.
+    fn raw(&mut self, meta: &PacketMeta) -> bool;
+
+    /// Judges the packet once its connection state is known. A `Drop` of a packet that
+    /// opened a connection removes the new entry again, so traffic the policy refuses never
+    /// occupies the table.
+    fn filter(&mut self, out: &Outcome) -> Verdict;
+}
+
+/// Tracking alone: nothing is exempted, and every verdict stays the engine's own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    #[inline(always)]
+    fn raw(&mut self, _meta: &PacketMeta) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn filter(&mut self, out: &Outcome) -> Verdict {
+        out.verdict
+    }
+}
+
 /// Counters kept by the engine.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -136,6 +166,8 @@ pub struct Stats {
     pub evicted: u64,
     /// New connections refused because the table was full.
     pub refused: u64,
+    /// New entries removed again because the policy dropped the packet that opened them.
+    pub unconfirmed: u64,
     /// Most live connections at once.
     pub peak: usize,
     /// Table memory when the peak was reached.
@@ -153,6 +185,7 @@ impl Default for Stats {
             expired: 0,
             evicted: 0,
             refused: 0,
+            unconfirmed: 0,
             peak: 0,
             peak_memory: 0,
         }
@@ -232,6 +265,8 @@ pub struct Engine {
     now_floor: u32,
     now_ceil: u32,
     scratch: Vec<u32>,
+    /// The entry the packet being classified created, until the filter hook confirms it.
+    created: Option<u32>,
 }
 
 impl Engine {
@@ -244,6 +279,7 @@ impl Engine {
             now_floor: 0,
             now_ceil: 0,
             scratch: Vec::new(),
+            created: None,
         }
     }
 
@@ -287,9 +323,31 @@ impl Engine {
         data: &[u8],
         wire_len: usize,
     ) -> Outcome {
+        self.process_hooked(now, link, data, wire_len, &mut NoHooks)
+    }
+
+    /// Classifies one frame with a policy's hooks (see [`Hooks`]).
+    #[inline(always)]
+    pub fn process_hooked<H: Hooks>(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        hooks: &mut H,
+    ) -> Outcome {
         self.advance(now);
         self.sweep_step();
-        let out = self.classify(link, data, wire_len);
+        self.created = None;
+        let mut out = self.classify(link, data, wire_len, hooks);
+        out.verdict = hooks.filter(&out);
+        if out.verdict == Verdict::Drop {
+            if let Some(id) = self.created.take() {
+                self.table.remove(id);
+                self.stats.created -= 1;
+                self.stats.unconfirmed += 1;
+            }
+        }
         let s = &mut self.stats;
         s.packets += 1;
         s.bytes += u64::from(out.meta.len);
@@ -303,6 +361,16 @@ impl Engine {
     /// Classifies a batch. Parsing and hashing the whole batch first lets the bucket and entry
     /// cache lines load in parallel, which matters once the table outgrows the caches.
     pub fn process_batch(&mut self, batch: &[Packet<'_>], out: &mut Vec<Outcome>) {
+        self.process_batch_hooked(batch, out, &mut NoHooks);
+    }
+
+    /// [`Engine::process_batch`] with a policy's hooks.
+    pub fn process_batch_hooked<H: Hooks>(
+        &mut self,
+        batch: &[Packet<'_>],
+        out: &mut Vec<Outcome>,
+        hooks: &mut H,
+    ) {
         out.clear();
         out.reserve(batch.len());
         // A software pipeline: packet j+2D's bucket line and packet j+D's entry lines are
@@ -328,7 +396,7 @@ impl Engine {
                 self.table.prefetch_entry(ring[(j + D) % (2 * D)]);
             }
             if let Some(p) = batch.get(j) {
-                out.push(self.process_captured(p.now, p.link, p.data, p.wire_len));
+                out.push(self.process_hooked(p.now, p.link, p.data, p.wire_len, hooks));
             }
         }
     }
@@ -340,7 +408,13 @@ impl Engine {
 
     /// Parses the packet and tracks it, in one pass with no intermediate values to move.
     #[inline(always)]
-    fn classify(&mut self, link: LinkType, data: &[u8], wire_len: usize) -> Outcome {
+    fn classify<H: Hooks>(
+        &mut self,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        hooks: &mut H,
+    ) -> Outcome {
         let mut info = LinkInfo::default();
         let ip = match wire::parse_frame(link, data, wire_len, self.cfg.verify_checksums, &mut info)
         {
@@ -408,8 +482,11 @@ impl Engine {
             },
             Transport::Other => {}
         }
-        let hash = self.table.hash(&key);
         let meta = ip_meta(info, &ip, Some(&tr));
+        if hooks.raw(&meta) {
+            return untracked(meta);
+        }
+        let hash = self.table.hash(&key);
         self.track(&ip, &tr, &key, hash, meta)
     }
 
@@ -659,7 +736,7 @@ impl Engine {
         }
         e.packets[0] = 1;
         e.bytes[0] = u64::from(ip.len);
-        self.table.insert(hash, e);
+        self.created = Some(self.table.insert(hash, e));
         self.stats.created += 1;
         let len = self.table.len();
         if len > self.stats.peak {

@@ -24,7 +24,8 @@ pub mod wire;
 
 pub use config::{Config, Timeouts};
 pub use engine::{
-    Conn, CtState, Direction, Engine, L4Tuple, Outcome, Packet, PacketMeta, Stats, Tuple, Verdict,
+    Conn, CtState, Direction, Engine, Hooks, L4Tuple, NoHooks, Outcome, Packet, PacketMeta, Stats,
+    Tuple, Verdict,
 };
 pub use listing::proto_name;
 pub use reason::DropReason;

@@ -83,6 +83,8 @@ pub struct LinkInfo {
     pub vlan: Option<u16>,
     /// Ethertype (or cooked-capture protocol) of the payload.
     pub ethertype: u16,
+    /// Where the network-layer header starts in the frame (to answer with a reject).
+    pub ip_offset: u16,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -271,6 +273,8 @@ pub(crate) fn parse_frame<'a>(
         LinkType::Ipv6 => (0x86dd, 0),
     };
     info.ethertype = ethertype;
+    // At most 14 + 2 * 4 bytes, so the conversion never saturates.
+    info.ip_offset = u16::try_from(off).unwrap_or(u16::MAX);
     let payload = data.get(off..).unwrap_or(&[]);
     let cut = wire_len > data.len();
     match ethertype {

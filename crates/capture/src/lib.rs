@@ -29,6 +29,17 @@ pub struct Record<'a> {
     pub wire_len: usize,
     /// Byte offset of the record (pcap record header or pcapng block) in the file.
     pub offset: u64,
+    /// Whether the interface received or sent the frame (pcapng `epb_flags`), if recorded.
+    pub direction: PacketDirection,
+}
+
+/// The direction bits of pcapng's `epb_flags`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PacketDirection {
+    #[default]
+    Unknown,
+    Inbound,
+    Outbound,
 }
 
 /// A last record that ends before the file does.
@@ -341,6 +352,7 @@ impl<'a> Records<'a> {
             data,
             wire_len: (orig as usize).max(incl),
             offset: off as u64,
+            direction: PacketDirection::Unknown,
         }))
     }
 
@@ -425,6 +437,11 @@ impl<'a> Records<'a> {
                     }
                     let data = self.bytes.get(dstart..dstart + cap).unwrap_or(&[]);
                     let (link, name, ns) = self.iface_info(off, iface_id, (hi << 32) | lo)?;
+                    let direction = if btype == 6 {
+                        self.epb_direction(dstart + cap.div_ceil(4) * 4, body_end)
+                    } else {
+                        PacketDirection::Unknown
+                    };
                     return Ok(Some(Record {
                         ts: Time::from_nanos(ns),
                         link,
@@ -432,6 +449,7 @@ impl<'a> Records<'a> {
                         data,
                         wire_len: orig.max(cap),
                         offset: off as u64,
+                        direction,
                     }));
                 }
                 3 => {
@@ -448,6 +466,7 @@ impl<'a> Records<'a> {
                         data,
                         wire_len: orig,
                         offset: off as u64,
+                        direction: PacketDirection::Unknown,
                     }));
                 }
                 _ => {} // statistics, name resolution, custom, ...: skipped
@@ -480,6 +499,28 @@ impl<'a> Records<'a> {
             )
         })?;
         Ok((link, i.name, i.nanos(units)))
+    }
+
+    /// Reads the direction from an enhanced packet block's options. Options are advisory, so
+    /// a malformed list only means the direction is unknown.
+    fn epb_direction(&self, mut p: usize, end: usize) -> PacketDirection {
+        while p + 4 <= end {
+            let code = self.u16_at(p).unwrap_or(0);
+            let len = usize::from(self.u16_at(p + 2).unwrap_or(0));
+            let v = p + 4;
+            if code == 0 || v + len > end {
+                break;
+            }
+            if code == 2 && len == 4 {
+                return match self.u32_at(v).unwrap_or(0) & 3 {
+                    1 => PacketDirection::Inbound,
+                    2 => PacketDirection::Outbound,
+                    _ => PacketDirection::Unknown,
+                };
+            }
+            p = v + len.div_ceil(4) * 4;
+        }
+        PacketDirection::Unknown
     }
 
     fn read_idb(&mut self, off: usize, body: usize, end: usize) -> Result<()> {

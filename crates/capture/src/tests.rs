@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -99,8 +99,9 @@ fn pcapng_bytes(endianness: Endianness) -> Vec<u8> {
     w.write_pcapng_block(idb(DataLink::RAW, "wan0", 9)).unwrap();
     w.write_pcapng_block(epb(0, 1_700_000_000_000_001, &[1; 42]))
         .unwrap();
-    w.write_pcapng_block(epb(1, 1_700_000_000_000_002_003, &[0x45; 21]))
-        .unwrap();
+    let mut outbound = epb(1, 1_700_000_000_000_002_003, &[0x45; 21]);
+    outbound.options = vec![EnhancedPacketOption::Flags(2)];
+    w.write_pcapng_block(outbound).unwrap();
     w.write_pcapng_block(SimplePacketBlock {
         original_len: 30,
         data: Cow::Borrowed(&[3; 30]),
@@ -125,6 +126,8 @@ fn pcapng_interfaces_names_and_resolutions() {
         assert_eq!(recs[1].link, LinkType::Raw);
         assert_eq!(recs[1].ts, Time::from_secs_nanos(1_700_000_000, 2_003));
         assert_eq!(recs[1].data.len(), 21);
+        assert_eq!(recs[0].direction, PacketDirection::Unknown);
+        assert_eq!(recs[1].direction, PacketDirection::Outbound);
         assert_eq!(recs[2].iface, Some("lan0"));
         assert_eq!(recs[2].data, &[3u8; 30][..]);
         assert!(recs[0].offset < recs[1].offset && recs[1].offset < recs[2].offset);

@@ -1,6 +1,7 @@
-//! `keepstate gen sample`: the home-router sample capture (pcapng, one interface `wan0`).
+//! `keepstate gen sample`: the home-router sample capture (pcapng, interfaces `lan0` and
+//! `wan0`, each frame recorded on the port it enters the router by).
 //!
-//! A router's WAN side, no NAT: the LAN hosts 192.168.1.23 / 192.168.1.42 / 2001:db8:1::23 talk
+//! No NAT: the LAN hosts 192.168.1.23 / 192.168.1.42 / 2001:db8:1::23 talk
 //! to internet hosts in 203.0.113.0/24, 198.51.100.0/24 and 2001:db8:ffff::/64. See
 //! samples/README.md for the content.
 
@@ -14,7 +15,7 @@ use etherparse::{
     icmpv4::{DestUnreachableHeader, TimeExceededCode},
     Icmpv4Type, IpHeaders, PacketBuilder, PacketBuilderStep,
 };
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -27,6 +28,17 @@ use crate::frames::{self, Seg, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
 const START_SECS: u64 = 1_793_534_400;
 const WAN_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 const ISP_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
+/// The router's LAN port.
+const LAN_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
+
+/// A LAN host's MAC, numbered after the last byte of its address.
+fn host_mac(a: IpAddr) -> [u8; 6] {
+    let last = match a {
+        IpAddr::V4(v) => v.octets()[3],
+        IpAddr::V6(v) => v.octets()[15],
+    };
+    [0x02, 0x00, 0x00, 0x00, 0x02, last]
+}
 
 fn ip(s: &str) -> Result<IpAddr> {
     s.parse().with_context(|| format!("bad address {s}"))
@@ -37,10 +49,11 @@ struct Gen {
     frames: Vec<(u64, Vec<u8>)>,
 }
 
-/// `outbound`: from the LAN towards the internet.
+/// `outbound`: from the LAN towards the internet, captured as it reaches the router's LAN
+/// port; otherwise from the internet, captured as it reaches the WAN port.
 fn step(outbound: bool, src: IpAddr, dst: IpAddr) -> Result<PacketBuilderStep<IpHeaders>> {
     if outbound {
-        frames::ip(WAN_MAC, ISP_MAC, src, dst, 63)
+        frames::ip(host_mac(src), LAN_MAC, src, dst, 64)
     } else {
         frames::ip(ISP_MAC, WAN_MAC, src, dst, 52)
     }
@@ -425,7 +438,7 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         let dport = 33434 + u16::try_from(k)?;
         let t = 8.0 + 0.05 * f64::from(ttl);
         let mut buf = Vec::new();
-        frames::ip(WAN_MAC, ISP_MAC, h23, target, ttl)?
+        frames::ip(host_mac(h23), LAN_MAC, h23, target, ttl)?
             .udp(43100, dport)
             .write(&mut buf, &probe_payload)?;
         g.push(t, buf);
@@ -505,27 +518,34 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
 pub fn run(output: &Path) -> Result<()> {
     let frames = build()?;
     let mut w = PcapNgWriter::new(Vec::new()).context("pcapng writer")?;
-    w.write_pcapng_block(InterfaceDescriptionBlock {
-        linktype: DataLink::ETHERNET,
-        snaplen: 262_144,
-        options: vec![
-            InterfaceDescriptionOption::IfName(Cow::Borrowed("wan0")),
-            InterfaceDescriptionOption::IfDescription(Cow::Borrowed(
-                "home router WAN port (keepstate sample)",
-            )),
-            InterfaceDescriptionOption::IfTsResol(9),
-        ],
-    })
-    .context("pcapng writer")?;
+    for (name, what) in [
+        ("lan0", "home router LAN port (keepstate sample)"),
+        ("wan0", "home router WAN port (keepstate sample)"),
+    ] {
+        w.write_pcapng_block(InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: 262_144,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Borrowed(name)),
+                InterfaceDescriptionOption::IfDescription(Cow::Borrowed(what)),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        })
+        .context("pcapng writer")?;
+    }
     for (t, data) in &frames {
         let len = u32::try_from(data.len())?;
+        // Each frame is recorded where it enters the router: frames addressed to the LAN
+        // port on lan0 (interface 0), the rest on wan0 (interface 1).
+        let interface_id = u32::from(data.get(..6) != Some(&LAN_MAC[..]));
         w.write_pcapng_block(EnhancedPacketBlock {
-            interface_id: 0,
+            interface_id,
             // pcap-file writes this value in the interface's units: nanoseconds (if_tsresol 9).
             timestamp: Duration::from_secs(START_SECS) + Duration::from_nanos(*t),
             original_len: len,
             data: Cow::Borrowed(data),
-            options: vec![],
+            // epb_flags: inbound.
+            options: vec![EnhancedPacketOption::Flags(1)],
         })
         .context("pcapng writer")?;
     }

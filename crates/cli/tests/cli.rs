@@ -67,7 +67,11 @@ fn replay_trace_json_lines() {
         }
         assert_eq!(v["n"].as_u64(), Some(n));
         assert!(v["ts"].as_f64().unwrap() > 1.7e9);
-        assert_eq!(v["iface"], "wan0");
+        // LAN-originated traffic enters by lan0, the rest by wan0.
+        let lan_src = v["src"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("192.168.1.") || s.starts_with("2001:db8:1::"));
+        assert_eq!(v["iface"], if lan_src { "lan0" } else { "wan0" }, "{line}");
         if v["proto"] == "icmp" || v["proto"] == "icmpv6" {
             assert!(v["icmp_type"].is_u64() && v["icmp_code"].is_u64(), "{line}");
             assert!(v["sport"].is_null() && v["dport"].is_null(), "{line}");

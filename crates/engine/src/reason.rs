@@ -97,6 +97,14 @@ reasons! {
     IcmpErrorBadEmbedded = "icmp-error-bad-embedded",
     /// The state table is full of replied connections; the new one was refused.
     TableFull = "table-full",
+    /// A policy rule's action is `drop`.
+    RuleDrop = "rule-drop",
+    /// A policy rule's action is `reject` (an answer is sent while the reject limit allows).
+    RuleReject = "rule-reject",
+    /// No rule decided and the zone's default policy drops or rejects.
+    ZonePolicy = "zone-policy",
+    /// The packet's zone is unknown: neither its interface nor a route names one.
+    NoZone = "no-zone",
 }
 
 impl fmt::Display for DropReason {

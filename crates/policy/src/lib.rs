@@ -4,4 +4,9 @@
 //! [`config`]), compiled into a ruleset whose per-packet cost does not grow with the number
 //! of rules or prefixes.
 
+pub mod limit;
 pub mod model;
+pub mod prefix;
+pub mod reject;
+pub mod ruleset;
+pub mod topology;

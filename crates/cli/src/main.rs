@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod check;
 mod frames;
 mod host;
 mod replay;
@@ -31,6 +32,8 @@ enum Cmd {
     Replay(replay::Args),
     /// Time the engine alone over a capture loaded into memory.
     Bench(bench::Args),
+    /// Check a policy file: report every error and warning, then summarise the policy.
+    Check(check::Args),
     /// Generate captures.
     #[command(subcommand)]
     Gen(Gen),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
     let r: Result<()> = match cli.cmd {
         Cmd::Replay(a) => replay::run(&a),
         Cmd::Bench(a) => bench::run(&a),
+        Cmd::Check(a) => check::run(&a),
         Cmd::Gen(Gen::Synth(a)) => synth::run(&a),
         Cmd::Gen(Gen::Sample { output }) => sample::run(&output),
     };

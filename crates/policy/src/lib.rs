@@ -4,6 +4,7 @@
 //! [`config`]), compiled into a ruleset whose per-packet cost does not grow with the number
 //! of rules or prefixes.
 
+pub mod config;
 pub mod limit;
 pub mod model;
 pub mod prefix;

@@ -8,10 +8,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use keepstate_capture::Capture;
+use keepstate_capture::{Capture, PacketDirection, Record};
 use keepstate_engine::{
-    listing, proto_name, Config, CtState, DropReason, Engine, Outcome, Time, Verdict,
+    listing, proto_name, Config, CtState, DropReason, Engine, LinkType, Outcome, Time, Verdict,
 };
+use keepstate_policy::config;
+use keepstate_policy::firewall::{Decision, Firewall, Ingress};
+use keepstate_policy::model::IfaceId;
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -31,7 +34,39 @@ pub struct Args {
     /// Connection table size limit.
     #[arg(long, value_name = "N")]
     max_connections: Option<u32>,
+    /// Apply this firewall policy (TOML; see examples/home-router.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Name the ingress interface of plain Ethernet frames by their destination MAC
+    /// (repeatable): `--iface-mac 02:00:00:00:01:01=lan0`.
+    #[arg(long, value_name = "MAC=NAME", value_parser = parse_iface_mac)]
+    iface_mac: Vec<([u8; 6], String)>,
 }
+
+fn parse_iface_mac(s: &str) -> Result<([u8; 6], String), String> {
+    let (mac, name) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected MAC=NAME, got {s:?}"))?;
+    let mut out = [0u8; 6];
+    let parts: Vec<&str> = mac.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!(
+            "{mac:?} is not a MAC address (expected six hex bytes a:b:c:d:e:f)"
+        ));
+    }
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = u8::from_str_radix(p, 16)
+            .map_err(|_| format!("{mac:?} is not a MAC address (bad byte {p:?})"))?;
+    }
+    if name.is_empty() {
+        return Err("the interface name after '=' is empty".into());
+    }
+    Ok((out, name.to_string()))
+}
+
+/// Said wherever a policy with masquerade or port forwards is used, until NAT exists.
+pub const NAT_NOTE: &str = "keepstate: note: masquerade and port forwards are checked but not \
+     applied yet (NAT is not implemented); packets keep their addresses";
 
 /// One line of `--trace`.
 #[derive(Serialize)]
@@ -52,6 +87,9 @@ struct TraceLine<'a> {
     icmp_type: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     icmp_code: Option<u8>,
+    /// What decided (with `--config`): a rule's name, `rule #N`, a default or a zone policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
 }
 
 fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> TraceLine<'a> {
@@ -75,6 +113,86 @@ fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> Trac
         dport: if icmp { None } else { m.dport },
         icmp_type: if icmp { m.icmp_type } else { None },
         icmp_code: if icmp { m.icmp_code } else { None },
+        rule: None,
+    }
+}
+
+/// Whether a frame is a copy of one the capturing host sent itself (`tcpdump -i any` on the
+/// router records forwarded packets twice: in and out).
+fn is_outgoing_copy(rec: &Record<'_>) -> bool {
+    const PACKET_OUTGOING: u16 = 4;
+    if rec.direction == PacketDirection::Outbound {
+        return true;
+    }
+    match rec.link {
+        LinkType::LinuxSll => rec
+            .data
+            .get(..2)
+            .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) == PACKET_OUTGOING),
+        LinkType::LinuxSll2 => rec
+            .data
+            .get(10)
+            .is_some_and(|&b| u16::from(b) == PACKET_OUTGOING),
+        _ => false,
+    }
+}
+
+/// Finds each packet's ingress interface in the policy: by pcapng interface name, by the
+/// ifindex of a cooked (SLL2) capture, or by destination MAC for plain Ethernet.
+struct IfaceResolver {
+    by_mac: Vec<([u8; 6], IfaceId)>,
+    warned: std::collections::HashSet<String>,
+}
+
+impl IfaceResolver {
+    fn new(fw: &Firewall, macs: &[([u8; 6], String)]) -> Result<IfaceResolver> {
+        let mut by_mac = Vec::new();
+        for (mac, name) in macs {
+            let id = fw.policy().iface_by_name(name).with_context(|| {
+                format!("--iface-mac: interface {name:?} is not defined in the policy")
+            })?;
+            by_mac.push((*mac, id));
+        }
+        Ok(IfaceResolver {
+            by_mac,
+            warned: Default::default(),
+        })
+    }
+
+    fn resolve(&mut self, fw: &Firewall, rec: &Record<'_>) -> Ingress {
+        if let Some(name) = rec.iface {
+            if let Some(id) = fw.policy().iface_by_name(name) {
+                return if rec.direction == PacketDirection::Inbound {
+                    Ingress::Arrived(id)
+                } else {
+                    Ingress::Seen(id)
+                };
+            }
+            if self.warned.insert(name.to_string()) {
+                eprintln!(
+                    "keepstate: warning: capture interface {name:?} is not in the policy; \
+                     its packets are placed by the route to their source address"
+                );
+            }
+        }
+        let found = match rec.link {
+            // Outgoing copies were skipped before: what is left arrived there.
+            LinkType::LinuxSll2 => rec.data.get(4..8).and_then(|b| {
+                fw.topology()
+                    .iface_by_ifindex(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            }),
+            // A frame addressed to one of the router's ports arrived on that port.
+            LinkType::Ethernet => rec.data.get(..6).and_then(|b| {
+                let mac = [b[0], b[1], b[2], b[3], b[4], b[5]];
+                self.by_mac
+                    .iter()
+                    .find(|(m, _)| *m == mac)
+                    .map(|(_, id)| *id)
+                    .or_else(|| fw.topology().iface_by_mac(mac))
+            }),
+            _ => None,
+        };
+        found.map_or(Ingress::Unknown, Ingress::Arrived)
     }
 }
 
@@ -83,6 +201,36 @@ pub fn run(args: &Args) -> Result<()> {
     let cap = Capture::open(&args.file)?;
 
     let defaults = crate::host::config();
+    let mut fw = match &args.config {
+        None => None,
+        Some(path) => {
+            let loaded = config::load(path).map_err(|errs| {
+                for e in &errs.0 {
+                    eprintln!("{e}");
+                }
+                anyhow::anyhow!("{}: the policy has errors", path.display())
+            })?;
+            for w in &loaded.warnings {
+                eprintln!("{w}");
+            }
+            let mut policy = loaded.policy;
+            if policy.uses_nat() {
+                eprintln!("{NAT_NOTE}");
+            }
+            // Options given on the command line win over the file.
+            if args.no_checksum {
+                policy.tracking.verify_checksums = Some(false);
+            }
+            if let Some(n) = args.max_connections {
+                policy.tracking.max_connections = Some(n);
+            }
+            Some(Firewall::new(policy, defaults.clone()))
+        }
+    };
+    let mut resolver = match &fw {
+        Some(f) => Some(IfaceResolver::new(f, &args.iface_mac)?),
+        None => None,
+    };
     let mut engine = Engine::new(Config {
         verify_checksums: !args.no_checksum,
         max_connections: args.max_connections.unwrap_or(defaults.max_connections),
@@ -118,12 +266,27 @@ pub fn run(args: &Args) -> Result<()> {
     let mut packets = 0u64;
     let mut bytes = 0u64;
     let mut last_ts = Time::ZERO;
+    let mut skipped = 0u64;
+    let mut deciders: std::collections::BTreeMap<String, u64> = Default::default();
 
     let start = Instant::now();
     let mut records = cap.records();
     for rec in records.by_ref() {
         let rec = rec?;
-        let o = engine.process_captured(rec.ts, rec.link, rec.data, rec.wire_len);
+        let mut decision: Option<Decision> = None;
+        let o = match (&mut fw, &mut resolver) {
+            (Some(f), Some(r)) => {
+                if is_outgoing_copy(&rec) {
+                    skipped += 1;
+                    continue;
+                }
+                let iface = r.resolve(f, &rec);
+                let d = f.process(rec.ts, rec.link, rec.data, rec.wire_len, iface);
+                decision = Some(d);
+                d.outcome
+            }
+            _ => engine.process_captured(rec.ts, rec.link, rec.data, rec.wire_len),
+        };
         packets += 1;
         bytes += rec.wire_len as u64;
         last_ts = last_ts.max(rec.ts);
@@ -138,9 +301,23 @@ pub fn run(args: &Args) -> Result<()> {
         if o.verdict == Verdict::Drop {
             drops += 1;
         }
+        let rule = match (&fw, decision.and_then(|d| d.by)) {
+            (Some(f), Some(by)) => {
+                let name = f.describe(by);
+                *deciders.entry(name.clone()).or_default() += 1;
+                Some(name)
+            }
+            _ => None,
+        };
+        if let (Some(f), Some(d)) = (&fw, decision) {
+            if let Some(r) = d.log {
+                log_line(f, r, rec.ts, &d, rule.as_deref());
+            }
+        }
         if let Some(w) = trace.as_mut() {
-            serde_json::to_writer(&mut *w, &trace_line(packets, rec.ts, rec.iface, &o))
-                .context("writing trace")?;
+            let mut line = trace_line(packets, rec.ts, rec.iface, &o);
+            line.rule = rule;
+            serde_json::to_writer(&mut *w, &line).context("writing trace")?;
             w.write_all(b"\n").context("writing trace")?;
         }
         if packets & 8191 == 0 {
@@ -154,7 +331,14 @@ pub fn run(args: &Args) -> Result<()> {
         w.flush().context("writing trace")?;
     }
 
-    engine.expire(last_ts);
+    match &mut fw {
+        Some(f) => f.engine_mut().expire(last_ts),
+        None => engine.expire(last_ts),
+    }
+    let engine = match &fw {
+        Some(f) => f.engine(),
+        None => &engine,
+    };
 
     let mut out: Box<dyn Write> = if trace_to_stdout {
         Box::new(io::stderr().lock())
@@ -167,6 +351,9 @@ pub fn run(args: &Args) -> Result<()> {
     let st = engine.stats();
     writeln!(out, "file: {path_s}")?;
     writeln!(out, "packets: {packets}")?;
+    if skipped > 0 {
+        writeln!(out, "skipped outgoing copies: {skipped}")?;
+    }
     writeln!(out, "bytes: {bytes}")?;
     writeln!(out, "ct states:")?;
     for s in CtState::ALL {
@@ -186,6 +373,9 @@ pub fn run(args: &Args) -> Result<()> {
         for (name, n) in &nonzero {
             writeln!(out, "  {name:<28} {n}")?;
         }
+    }
+    if let Some(f) = &fw {
+        policy_summary(&mut out, f, &deciders)?;
     }
     writeln!(out, "connections at end: {}", engine.len())?;
     writeln!(
@@ -217,5 +407,72 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("conntrack v1.4 (keepstate): {shown} flow entries have been shown.");
     }
     out.flush()?;
+    Ok(())
+}
+
+/// A rule asked to log this packet: one line on stderr, like the kernel's nf_log lines.
+fn log_line(fw: &Firewall, rule: u32, ts: Time, d: &Decision, decided_by: Option<&str>) {
+    let m = &d.outcome.meta;
+    let name = |i: Option<IfaceId>| {
+        i.and_then(|i| fw.policy().interfaces.get(usize::from(i)))
+            .map_or("-", |x| x.name.as_str())
+    };
+    let ports = match (m.sport, m.dport) {
+        (Some(s), Some(dp)) if !matches!(m.proto, Some(1 | 58)) => format!(" sport={s} dport={dp}"),
+        _ => String::new(),
+    };
+    eprintln!(
+        "keepstate: log: ts={:.6} rule={:?} verdict={} decided-by={:?} reason={} in={} out={} \
+         proto={} src={} dst={}{ports} ct={}",
+        ts.as_secs_f64(),
+        fw.policy().rule_label(rule as usize),
+        d.verdict.name(),
+        decided_by.unwrap_or("-"),
+        d.outcome.reason.map_or("-", |r| r.name()),
+        name(d.in_iface),
+        name(d.out_iface),
+        m.proto.map_or("-", proto_name),
+        m.src.map_or_else(|| "-".to_string(), |a| a.to_string()),
+        m.dst.map_or_else(|| "-".to_string(), |a| a.to_string()),
+        d.outcome.state.name(),
+    );
+}
+
+/// Hits per rule (with packet and byte counters) and per default decision.
+fn policy_summary(
+    out: &mut dyn Write,
+    fw: &Firewall,
+    deciders: &std::collections::BTreeMap<String, u64>,
+) -> Result<()> {
+    let st = fw.stats();
+    writeln!(
+        out,
+        "policy: accepted {}  dropped {}  rejected {} (answers sent {})  notrack {}  logged {}",
+        st.accepted, st.dropped, st.rejected, st.replies, st.notracked, st.logged
+    )?;
+    writeln!(out, "rule hits:")?;
+    writeln!(out, "  {:<32} {:>10} {:>12}", "rule", "packets", "bytes")?;
+    for (i, c) in fw.ruleset().counters().iter().enumerate() {
+        writeln!(
+            out,
+            "  {:<32} {:>10} {:>12}",
+            fw.policy().rule_label(i),
+            c.packets,
+            c.bytes
+        )?;
+    }
+    for (i, c) in fw.ruleset().notrack_counters().iter().enumerate() {
+        let label = fw
+            .policy()
+            .notrack
+            .get(i)
+            .and_then(|r| r.name.clone())
+            .unwrap_or_else(|| format!("notrack #{}", i + 1));
+        writeln!(out, "  {:<32} {:>10} {:>12}", label, c.packets, c.bytes)?;
+    }
+    writeln!(out, "decided by:")?;
+    for (name, n) in deciders {
+        writeln!(out, "  {name:<32} {n:>10}")?;
+    }
     Ok(())
 }

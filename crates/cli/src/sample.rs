@@ -479,6 +479,29 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         g.seg(t, false, scanner, h23, s, &[])?;
     }
 
+    // Someone on the internet pings the router's WAN address 16 times in 0.3 s, faster than
+    // a home router answers, then tries its SSH port.
+    let wan_addr = ip("203.0.113.2")?;
+    let pinger = ip("198.51.100.77")?;
+    let payload: Vec<u8> = (0u8..56).collect();
+    for k in 0..16u16 {
+        let mut buf = Vec::new();
+        step(false, pinger, wan_addr)?
+            .icmpv4_echo_request(0x5151, k)
+            .write(&mut buf, &payload)?;
+        g.push(13.0 + 0.02 * f64::from(k), buf);
+    }
+    let s = Seg {
+        sport: 40404,
+        dport: 22,
+        seq: 0x2222_0000,
+        ack: 0,
+        flags: TCP_SYN,
+        window: 64_240,
+        mss: Some(1460),
+    };
+    g.seg(13.5, false, pinger, wan_addr, s, &[])?;
+
     // An echo reply nobody asked for: invalid.
     let mut buf = Vec::new();
     step(false, ip("203.0.113.77")?, h23)?

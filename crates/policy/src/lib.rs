@@ -5,6 +5,7 @@
 //! of rules or prefixes.
 
 pub mod config;
+pub mod firewall;
 pub mod limit;
 pub mod model;
 pub mod prefix;

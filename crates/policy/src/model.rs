@@ -431,6 +431,11 @@ impl Policy {
             .and_then(|i| IfaceId::try_from(i).ok())
     }
 
+    /// Whether the policy asks for address translation (masquerade or port forwards).
+    pub fn uses_nat(&self) -> bool {
+        self.zones.iter().any(|z| z.masquerade) || !self.port_forwards.is_empty()
+    }
+
     /// How messages and traces name rule `index` (0-based).
     pub fn rule_label(&self, index: usize) -> String {
         match self.rules.get(index).and_then(|r| r.name.as_deref()) {

@@ -1,0 +1,438 @@
+//! Scenarios for each promise of the home-router policy, through the whole firewall (engine +
+//! rules), with packets built by etherparse and the shipped example configuration.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation
+)]
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use etherparse::{Icmpv4Type, PacketBuilder, SlicedPacket, TransportSlice};
+use keepstate_engine::{Config, CtState, Direction, DropReason, LinkType, Time};
+use keepstate_policy::config;
+use keepstate_policy::firewall::{Decision, Firewall, Ingress};
+use keepstate_policy::model::{IfaceId, Policy};
+use keepstate_policy::ruleset::{Decider, Verdict};
+
+const LAN_HOST: [u8; 4] = [192, 168, 1, 23];
+const LAN_HOST6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x23,
+];
+const WEB: [u8; 4] = [203, 0, 113, 10];
+const WEB6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const SCANNER: [u8; 4] = [198, 51, 100, 66];
+const WAN_ADDR: [u8; 4] = [203, 0, 113, 2];
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 2, 0x23];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 1, 1];
+
+fn example(name: &str) -> Policy {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name);
+    let loaded = config::load(&path).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    loaded.policy
+}
+
+struct Rig {
+    fw: Firewall,
+    now: Time,
+    lan: IfaceId,
+    wan: IfaceId,
+}
+
+impl Rig {
+    fn home() -> Rig {
+        Rig::with(example("home-router.toml"), "lan0", "wan0")
+    }
+
+    fn with(policy: Policy, lan: &str, wan: &str) -> Rig {
+        let lan = policy.iface_by_name(lan).unwrap();
+        let wan = policy.iface_by_name(wan).unwrap();
+        Rig {
+            fw: Firewall::new(policy, Config::default()),
+            now: Time::from_secs(1_000),
+            lan,
+            wan,
+        }
+    }
+
+    fn send(&mut self, iface: IfaceId, frame: &[u8]) -> Decision {
+        self.fw.process(
+            self.now,
+            LinkType::Ethernet,
+            frame,
+            frame.len(),
+            Ingress::Arrived(iface),
+        )
+    }
+
+    fn lan(&mut self, frame: &[u8]) -> Decision {
+        let i = self.lan;
+        self.send(i, frame)
+    }
+
+    fn wan(&mut self, frame: &[u8]) -> Decision {
+        let i = self.wan;
+        self.send(i, frame)
+    }
+
+    fn advance_ms(&mut self, ms: u64) {
+        self.now = Time::from_nanos(self.now.as_nanos() + ms * 1_000_000);
+    }
+}
+
+fn tcp4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64_240);
+    if syn {
+        b = b.syn();
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .unwrap();
+    out
+}
+
+fn ping4(src: [u8; 4], dst: [u8; 4], seq: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(0x77, seq)
+        .write(&mut out, &[0u8; 32])
+        .unwrap();
+    out
+}
+
+fn accepted(d: &Decision) -> bool {
+    d.verdict == Verdict::Accept
+}
+
+#[test]
+fn lan_to_wan_is_allowed_and_replies_come_back() {
+    let mut r = Rig::home();
+    let syn = r.lan(&tcp4(LAN_HOST, WEB, 50_000, 443, 1000, None, true));
+    assert!(accepted(&syn), "{syn:?}");
+    assert_eq!(syn.outcome.state, CtState::New);
+    assert_eq!(r.fw.describe(syn.by.unwrap()), "forwarding lan->wan");
+    let synack = r.wan(&tcp4(WEB, LAN_HOST, 443, 50_000, 9000, Some(1001), true));
+    assert!(accepted(&synack), "{synack:?}");
+    assert_eq!(synack.outcome.state, CtState::Established);
+    assert_eq!(synack.outcome.dir, Some(Direction::Reply));
+    assert_eq!(synack.by, Some(Decider::Established));
+    let ack = r.lan(&tcp4(LAN_HOST, WEB, 50_000, 443, 1001, Some(9001), false));
+    assert!(accepted(&ack));
+    assert_eq!(r.fw.engine().len(), 1);
+}
+
+#[test]
+fn unsolicited_inbound_is_dropped_and_never_tracked() {
+    let mut r = Rig::home();
+    let d = r.wan(&tcp4(SCANNER, LAN_HOST, 54_321, 22, 7, None, true));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(d.outcome.state, CtState::New);
+    assert_eq!(d.outcome.reason, Some(DropReason::ZonePolicy));
+    assert_eq!(r.fw.describe(d.by.unwrap()), "zone wan forward policy");
+    assert!(
+        r.fw.engine().is_empty(),
+        "a refused SYN must not occupy the table"
+    );
+    // To the router itself as well.
+    let d = r.wan(&tcp4(SCANNER, WAN_ADDR, 54_321, 22, 7, None, true));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(r.fw.describe(d.by.unwrap()), "zone wan input policy");
+    // An inbound UDP "reply" to a port nobody used is new, hence dropped.
+    let d = r.wan(&udp4(WEB, LAN_HOST, 53, 40_000, b"x"));
+    assert_eq!((d.verdict, d.outcome.state), (Verdict::Drop, CtState::New));
+}
+
+#[test]
+fn related_icmp_errors_pass_and_stray_ones_do_not() {
+    let mut r = Rig::home();
+    let probe = udp4(LAN_HOST, WEB, 43_100, 33_434, b"probe");
+    assert!(accepted(&r.lan(&probe)));
+    // The router at 198.51.100.1 reports the probe's TTL ran out, quoting its IP+UDP header.
+    let quoted = &probe[14..14 + 28];
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([198, 51, 100, 1], LAN_HOST, 60)
+        .icmpv4(Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut err, quoted)
+        .unwrap();
+    let d = r.wan(&err);
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.state, CtState::Related);
+    // The same error about a connection that does not exist is invalid and dropped.
+    let other = udp4(LAN_HOST, WEB, 43_101, 33_999, b"probe");
+    let mut stray = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([198, 51, 100, 1], LAN_HOST, 60)
+        .icmpv4(Icmpv4Type::TimeExceeded(
+            etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+        ))
+        .write(&mut stray, &other[14..14 + 28])
+        .unwrap();
+    let d = r.wan(&stray);
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(d.outcome.state, CtState::Invalid);
+    assert_eq!(d.outcome.reason, Some(DropReason::IcmpErrorNoConnection));
+    assert_eq!(d.by, Some(Decider::DropInvalid));
+}
+
+#[test]
+fn invalid_is_dropped_with_the_engines_reason() {
+    let mut r = Rig::home();
+    // A SYN/ACK for no connection.
+    let d = r.wan(&tcp4(WEB, LAN_HOST, 443, 50_999, 5, Some(6), true));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(d.outcome.state, CtState::Invalid);
+    assert_eq!(d.outcome.reason, Some(DropReason::TcpNotSyn));
+    assert_eq!(r.fw.describe(d.by.unwrap()), "defaults.drop_invalid");
+}
+
+#[test]
+fn echo_requests_to_the_wan_address_are_rate_limited() {
+    let mut r = Rig::home();
+    let limit =
+        r.fw.policy()
+            .rules
+            .iter()
+            .find(|x| x.name.as_deref() == Some("Allow-Ping"))
+            .and_then(|x| x.limit)
+            .expect("Allow-Ping has a limit");
+    let burst = limit.burst as usize;
+    let mut passed = 0;
+    // Twice the burst, all at once: exactly the burst passes.
+    for seq in 0..(2 * burst as u16) {
+        if accepted(&r.wan(&ping4(SCANNER, WAN_ADDR, seq))) {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, burst);
+    // One interval later, one more token.
+    r.advance_ms(limit.per.as_nanos() / u64::from(limit.count) / 1_000_000);
+    assert!(accepted(&r.wan(&ping4(SCANNER, WAN_ADDR, 100))));
+    assert!(!accepted(&r.wan(&ping4(SCANNER, WAN_ADDR, 101))));
+    let hits = r.fw.ruleset().counters()[r
+        .fw
+        .policy()
+        .rules
+        .iter()
+        .position(|x| x.name.as_deref() == Some("Allow-Ping"))
+        .unwrap()]
+    .packets;
+    assert_eq!(hits, burst as u64 + 1);
+    // Echo requests through the router to a LAN host are not the router's to answer: the
+    // wan zone's forward policy drops them whatever the limit.
+    assert!(!accepted(&r.wan(&ping4(SCANNER, LAN_HOST, 1))));
+}
+
+#[test]
+fn ipv6_is_routed_with_spi_and_no_nat() {
+    let mut r = Rig::home();
+    let q = udp6(LAN_HOST6, WEB6, 40_000, 53, b"q");
+    assert!(accepted(&r.lan(&q)));
+    let a = udp6(WEB6, LAN_HOST6, 53, 40_000, b"a");
+    let d = r.wan(&a);
+    assert!(accepted(&d));
+    assert_eq!(d.outcome.state, CtState::Established);
+    // Unsolicited inbound IPv6 is dropped just the same.
+    let d = r.wan(&udp6(WEB6, LAN_HOST6, 53, 40_001, b"a"));
+    assert_eq!(d.verdict, Verdict::Drop);
+}
+
+const NOTRACK_POLICY: &str = r#"
+[[interface]]
+name = "lan0"
+zone = "lan"
+address = "192.168.1.1/24"
+[[interface]]
+name = "wan0"
+zone = "wan"
+address = "203.0.113.2/24"
+default_route = true
+[[zone]]
+name = "lan"
+input = "accept"
+output = "accept"
+forward = "accept"
+[[zone]]
+name = "wan"
+input = "drop"
+output = "accept"
+forward = "drop"
+[[forwarding]]
+src = "lan"
+dest = "wan"
+[[notrack]]
+name = "no-track-ntp"
+src = "wan"
+proto = "udp"
+dest_port = 123
+[[rule]]
+name = "Allow-NTP-untracked"
+src = "wan"
+dest = "lan"
+proto = "udp"
+dest_port = 123
+ct_state = "untracked"
+action = "accept"
+[[rule]]
+name = "Reject-Telnet"
+src = "wan"
+dest = "lan"
+proto = ["tcp", "udp"]
+dest_port = 23
+action = "reject"
+"#;
+
+fn rig(text: &str) -> Rig {
+    let loaded = config::parse("test.toml", text, None).unwrap_or_else(|e| panic!("{e:?}"));
+    Rig::with(loaded.policy, "lan0", "wan0")
+}
+
+#[test]
+fn notrack_exempts_and_stateless_rules_judge() {
+    let mut r = rig(NOTRACK_POLICY);
+    let d = r.wan(&udp4(WEB, LAN_HOST, 40_000, 123, b"ntp"));
+    assert_eq!(d.outcome.state, CtState::Untracked);
+    assert_eq!(d.notrack, Some(0));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(r.fw.describe(d.by.unwrap()), "Allow-NTP-untracked");
+    assert!(
+        r.fw.engine().is_empty(),
+        "untracked traffic leaves no entry"
+    );
+    assert_eq!(r.fw.ruleset().notrack_counters()[0].packets, 1);
+    assert_eq!(r.fw.stats().notracked, 1);
+    // Other UDP is tracked, and dropped as unsolicited.
+    let d = r.wan(&udp4(WEB, LAN_HOST, 40_000, 124, b"x"));
+    assert_eq!(d.outcome.state, CtState::New);
+    assert_eq!(d.notrack, None);
+    assert_eq!(d.verdict, Verdict::Drop);
+}
+
+#[test]
+fn reject_answers_tcp_with_rst_and_udp_with_port_unreachable() {
+    let mut r = rig(NOTRACK_POLICY);
+    let syn = tcp4(SCANNER, LAN_HOST, 40_000, 23, 0x1000, None, true);
+    let d = r.wan(&syn);
+    assert!(matches!(d.verdict, Verdict::Reject(_)));
+    assert_eq!(d.outcome.reason, Some(DropReason::RuleReject));
+    assert!(d.reply);
+    let answer = r.fw.reply().to_vec();
+    let rst = SlicedPacket::from_ip(&answer).unwrap();
+    let Some(TransportSlice::Tcp(t)) = rst.transport else {
+        panic!("expected TCP")
+    };
+    assert!(t.rst() && t.ack());
+    assert_eq!((t.source_port(), t.destination_port()), (23, 40_000));
+    assert_eq!(t.acknowledgment_number(), 0x1001);
+    let Some(etherparse::NetSlice::Ipv4(ip)) = rst.net else {
+        panic!("expected IPv4")
+    };
+    assert_eq!(ip.header().source(), LAN_HOST);
+    assert_eq!(ip.header().destination(), SCANNER);
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    assert_eq!(
+        t.checksum(),
+        t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap()
+    );
+    // UDP gets an ICMP port unreachable from the router's WAN address (it was forwarding).
+    let d = r.wan(&udp4(SCANNER, LAN_HOST, 40_000, 23, b"hi"));
+    assert!(d.reply);
+    let icmp = SlicedPacket::from_ip(r.fw.reply()).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = icmp.net else {
+        panic!("expected IPv4")
+    };
+    assert_eq!(ip.header().source(), WAN_ADDR);
+    let Some(TransportSlice::Icmpv4(m)) = icmp.transport else {
+        panic!("expected ICMP")
+    };
+    assert_eq!(m.type_u8(), 3);
+    assert_eq!(m.code_u8(), 3);
+    assert!(r.fw.engine().is_empty());
+}
+
+#[test]
+fn reject_answers_are_rate_limited() {
+    let mut r = rig(NOTRACK_POLICY);
+    let limit = r.fw.policy().defaults.reject_limit;
+    let mut answered = 0;
+    for i in 0..(limit.burst + 10) {
+        let d = r.wan(&udp4(SCANNER, LAN_HOST, 1000 + i as u16, 23, b"x"));
+        assert!(matches!(d.verdict, Verdict::Reject(_)));
+        answered += usize::from(d.reply);
+    }
+    assert_eq!(answered, limit.burst as usize);
+    assert_eq!(r.fw.stats().replies, u64::from(limit.burst));
+}
+
+#[test]
+fn server_example_is_spi_without_nat() {
+    let p = example("server.toml");
+    assert!(p.zones.iter().all(|z| !z.masquerade));
+    assert!(p.port_forwards.is_empty());
+    let wan = p.interfaces[0].name.clone();
+    let own = p.interfaces[0].addrs[0].addr;
+    let mut fw = Firewall::new(p.clone(), Config::default());
+    // A capture on the server's own interface, directions unrecorded.
+    let iface = Ingress::Seen(p.iface_by_name(&wan).unwrap());
+    let IpAddr::V4(own4) = own else {
+        panic!("the server example's first address is IPv4")
+    };
+    let own4 = own4.octets();
+    let now = Time::from_secs(10);
+    let mut send = |f: &[u8]| fw.process(now, LinkType::Ethernet, f, f.len(), iface);
+    // SSH is open to new connections, other ports are not.
+    assert!(accepted(&send(&tcp4(
+        SCANNER, own4, 40_000, 22, 1, None, true
+    ))));
+    assert!(!accepted(&send(&tcp4(
+        SCANNER, own4, 40_000, 3306, 1, None, true
+    ))));
+    // The server's own outbound connection gets its replies.
+    let d = send(&tcp4(own4, WEB, 41_000, 443, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    let d = send(&tcp4(WEB, own4, 443, 41_000, 50, Some(2), true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.state, CtState::Established);
+}

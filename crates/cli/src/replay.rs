@@ -274,6 +274,7 @@ pub fn run(args: &Args) -> Result<()> {
     for rec in records.by_ref() {
         let rec = rec?;
         let mut decision: Option<Decision> = None;
+        let mut ingress = None;
         let o = match (&mut fw, &mut resolver) {
             (Some(f), Some(r)) => {
                 if is_outgoing_copy(&rec) {
@@ -281,6 +282,9 @@ pub fn run(args: &Args) -> Result<()> {
                     continue;
                 }
                 let iface = r.resolve(f, &rec);
+                if let Ingress::Arrived(i) | Ingress::Seen(i) = iface {
+                    ingress = Some(i);
+                }
                 let d = f.process(rec.ts, rec.link, rec.data, rec.wire_len, iface);
                 decision = Some(d);
                 d.outcome
@@ -315,7 +319,16 @@ pub fn run(args: &Args) -> Result<()> {
             }
         }
         if let Some(w) = trace.as_mut() {
-            let mut line = trace_line(packets, rec.ts, rec.iface, &o);
+            // With a policy, the interface the packet was matched against.
+            let name = match (&fw, ingress) {
+                (Some(f), Some(i)) => f
+                    .policy()
+                    .interfaces
+                    .get(usize::from(i))
+                    .map(|x| x.name.as_str()),
+                _ => rec.iface,
+            };
+            let mut line = trace_line(packets, rec.ts, name, &o);
             line.rule = rule;
             serde_json::to_writer(&mut *w, &line).context("writing trace")?;
             w.write_all(b"\n").context("writing trace")?;

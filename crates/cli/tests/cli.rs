@@ -199,3 +199,205 @@ fn truncated_last_packet_is_reported_not_fatal() {
     assert!(so.contains("packets: "), "{so}");
     std::fs::remove_file(&path).ok();
 }
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+#[test]
+fn replay_with_the_home_router_policy() {
+    let (out, so, se) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(example("home-router.toml"))
+        .arg("--trace")
+        .arg("-")
+        .arg(sample()));
+    assert!(out.status.success(), "{se}");
+    // With --trace -, the trace is stdout and the summary stderr.
+    let mut scan_dropped = 0;
+    let mut lan_accepted = 0;
+    for line in so.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v.get("rule").is_some(), "{line}");
+        if v["src"] == "198.51.100.66" {
+            assert_eq!(v["verdict"], "drop", "{line}");
+            assert_eq!(v["reason"], "zone-policy", "{line}");
+            assert_eq!(v["rule"], "zone wan forward policy", "{line}");
+            scan_dropped += 1;
+        }
+        if v["iface"] == "lan0" {
+            assert_eq!(v["verdict"], "accept", "{line}");
+            lan_accepted += 1;
+        }
+        if v["ct_state"] == "related" {
+            assert_eq!(v["verdict"], "accept", "{line}");
+        }
+        if v["ct_state"] == "invalid" {
+            assert_eq!(v["verdict"], "drop", "{line}");
+            assert_eq!(v["rule"], "defaults.drop_invalid", "{line}");
+        }
+    }
+    assert_eq!(scan_dropped, 7);
+    assert!(lan_accepted > 20);
+    // The pings to the WAN address: burst 10 plus one token refilled in 0.3 s at 5/s.
+    assert_eq!(count(&se, "Allow-Ping"), 11, "{se}");
+    assert!(se.contains("rule hits:"), "{se}");
+    assert!(se.contains("zone wan input policy"), "{se}");
+    assert!(se.contains("NAT is not implemented"), "{se}");
+}
+
+#[test]
+fn check_prints_the_compiled_policy() {
+    let (out, so, se) = run(bin().arg("check").arg(example("home-router.toml")));
+    assert!(out.status.success(), "{se}");
+    assert!(so.contains("wan -> firewall (input): 7 rules"), "{so}");
+    assert!(so.contains("lan -> wan"), "{so}");
+    assert!(!se.contains("warning"), "{se}");
+    let (out, _, se) = run(bin().arg("check").arg(example("server.toml")));
+    assert!(out.status.success(), "{se}");
+}
+
+#[test]
+fn check_reports_errors_with_file_line_and_column() {
+    let path = tmp("bad.toml");
+    std::fs::write(
+        &path,
+        "[[zone]]\nname = \"lan\"\ninput = \"acept\"\n[[rule]]\nsrc = \"wna\"\nproto = \"tcp\"\ndest_port = 70000\naction = \"accept\"\n",
+    )
+    .unwrap();
+    let (out, _, se) = run(bin().arg("check").arg(&path));
+    assert_eq!(out.status.code(), Some(1), "{se}");
+    let p = path.display();
+    assert!(
+        se.contains(&format!("{p}:3:9: error: unknown policy")),
+        "{se}"
+    );
+    assert!(
+        se.contains(&format!("{p}:5:7: error: unknown zone `wna`")),
+        "{se}"
+    );
+    assert!(
+        se.contains(&format!("{p}:7:13: error: `dest_port` is out of range")),
+        "{se}"
+    );
+    // replay refuses the same file before reading the capture.
+    let (out, _, se) = run(bin().arg("replay").arg("--config").arg(&path).arg(sample()));
+    assert!(!out.status.success());
+    assert!(se.contains(":5:7:"), "{se}");
+}
+
+#[test]
+fn iface_mac_names_ethernet_ingress() {
+    // A plain pcap of the sample's frames has no interface names: the destination MAC says
+    // which router port each frame entered by.
+    let pcap = tmp("sample.pcap");
+    let data = std::fs::read(sample()).unwrap();
+    let cap = keepstate_capture::Capture::from_bytes("sample", data).unwrap();
+    let mut w = pcap_file::pcap::PcapWriter::new(Vec::new()).unwrap();
+    for r in cap.records() {
+        let r = r.unwrap();
+        w.write_packet(&pcap_file::pcap::PcapPacket::new(
+            std::time::Duration::from_nanos(r.ts.as_nanos()),
+            u32::try_from(r.wire_len).unwrap(),
+            r.data,
+        ))
+        .unwrap();
+    }
+    std::fs::write(&pcap, w.into_writer()).unwrap();
+    let (out, so, se) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(example("home-router.toml"))
+        .arg("--iface-mac")
+        .arg("02:00:00:00:01:01=lan0")
+        .arg("--trace")
+        .arg("-")
+        .arg(&pcap));
+    assert!(out.status.success(), "{se}");
+    let drops = so
+        .lines()
+        .filter(|l| l.contains("\"verdict\":\"drop\""))
+        .count();
+    // Same decisions as with the pcapng's interface names: 7 scan SYNs, 5 pings over the
+    // limit, the SSH SYN to the router and 2 invalid packets.
+    assert_eq!(drops, 15, "{se}");
+    let (out, _, se) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(example("home-router.toml"))
+        .arg("--iface-mac")
+        .arg("02:00:00:00:01:01=nope")
+        .arg(&pcap));
+    assert!(!out.status.success());
+    assert!(se.contains("\"nope\" is not defined"), "{se}");
+}
+
+#[test]
+fn cooked_capture_uses_ifindex_and_skips_outgoing_copies() {
+    // `tcpdump -i any` on the router: every forwarded frame twice, in on one port (ifindex 2
+    // = lan0, 3 = wan0) and out on the other, as Linux cooked v2 records.
+    let cfg = tmp("ifindex.toml");
+    let text = std::fs::read_to_string(example("home-router.toml"))
+        .unwrap()
+        .replace("name = \"lan0\"", "name = \"lan0\"\nifindex = 2")
+        .replace("name = \"wan0\"", "name = \"wan0\"\nifindex = 3");
+    std::fs::write(&cfg, text).unwrap();
+    let data = std::fs::read(sample()).unwrap();
+    let cap = keepstate_capture::Capture::from_bytes("sample", data).unwrap();
+    let header = pcap_file::pcap::PcapHeader {
+        datalink: pcap_file::DataLink::LINUX_SLL2,
+        ..Default::default()
+    };
+    let mut w = pcap_file::pcap::PcapWriter::with_header(Vec::new(), header).unwrap();
+    let mut frames = 0;
+    for r in cap.records() {
+        let r = r.unwrap();
+        let from_lan = r.iface == Some("lan0");
+        for (ifindex, pkt_type) in [
+            (if from_lan { 2 } else { 3 }, 0u8),
+            (if from_lan { 3 } else { 2 }, 4),
+        ] {
+            let mut f = Vec::new();
+            f.extend_from_slice(&r.data[12..14]); // protocol (ethertype)
+            f.extend_from_slice(&[0, 0]);
+            f.extend_from_slice(&u32::to_be_bytes(ifindex));
+            f.extend_from_slice(&[0, 1, pkt_type, 6]);
+            f.extend_from_slice(&r.data[6..12]);
+            f.extend_from_slice(&[0, 0]);
+            f.extend_from_slice(&r.data[14..]);
+            w.write_packet(&pcap_file::pcap::PcapPacket::new(
+                std::time::Duration::from_nanos(r.ts.as_nanos()),
+                u32::try_from(f.len()).unwrap(),
+                &f,
+            ))
+            .unwrap();
+        }
+        frames += 1;
+    }
+    let pcap = tmp("cooked.pcap");
+    std::fs::write(&pcap, w.into_writer()).unwrap();
+    let (out, so, se) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--trace")
+        .arg("-")
+        .arg(&pcap));
+    assert!(out.status.success(), "{se}");
+    assert_eq!(so.lines().count(), frames, "{se}");
+    // The trace names the interface found from the ifindex.
+    let first: serde_json::Value = serde_json::from_str(so.lines().next().unwrap()).unwrap();
+    assert_eq!(first["iface"], "lan0", "{so}");
+    assert!(
+        se.contains(&format!("skipped outgoing copies: {frames}")),
+        "{se}"
+    );
+    let drops = so
+        .lines()
+        .filter(|l| l.contains("\"verdict\":\"drop\""))
+        .count();
+    assert_eq!(drops, 15, "{se}");
+}

@@ -31,6 +31,11 @@ pub struct Args {
     /// Fraction of connections over IPv6 (0.0..=1.0).
     #[arg(long, default_value_t = 0.0)]
     ipv6_share: f64,
+    /// Write the trace as a masquerading router sees it: the servers answer this (IPv4) WAN
+    /// address, and client ports are chosen so that keeping each source port is collision-free
+    /// (so the answers reach the port masquerade keeps).
+    #[arg(long, value_name = "ADDR")]
+    masquerade: Option<Ipv4Addr>,
     /// Output pcap file.
     #[arg(short, long)]
     output: PathBuf,
@@ -48,15 +53,23 @@ const START_SECS: u64 = 1_700_000_000;
 
 struct Conn {
     client: IpAddr,
+    /// Where the server's segments are addressed: the client, or the masquerading address.
+    reply_to: IpAddr,
     server: IpAddr,
     cport: u16,
     isn_c: u32,
     isn_s: u32,
 }
 
-fn conn(i: u32, ipv6_share: f64) -> Result<Conn> {
+fn conn(i: u32, ipv6_share: f64, masquerade: Option<Ipv4Addr>) -> Result<Conn> {
     let host = i / PORTS_PER_CLIENT + 1;
-    let cport = u16::try_from(10_000 + i % PORTS_PER_CLIENT)?;
+    // Behind masquerade, (client port, server) must be unique across all clients, since
+    // every client shares one address: connection i's server is i % SERVERS, so the port
+    // counts the times the servers have come round.
+    let cport = match masquerade {
+        None => u16::try_from(10_000 + i % PORTS_PER_CLIENT)?,
+        Some(_) => u16::try_from(10_000 + (i / SERVERS) % PORTS_PER_CLIENT)?,
+    };
     let srv = i % SERVERS + 1;
     let v6 = {
         let a = (f64::from(i) * ipv6_share).floor();
@@ -78,6 +91,7 @@ fn conn(i: u32, ipv6_share: f64) -> Result<Conn> {
     let isn_s = isn_c.wrapping_mul(0x9e37_79b9) ^ 0x8765_4321;
     Ok(Conn {
         client,
+        reply_to: masquerade.map_or(client, IpAddr::V4),
         server,
         cport,
         isn_c,
@@ -100,7 +114,7 @@ impl Out {
         let ip = if from_client {
             frames::ip(CLIENT_MAC, SERVER_MAC, c.client, c.server, 64)?
         } else {
-            frames::ip(SERVER_MAC, CLIENT_MAC, c.server, c.client, 64)?
+            frames::ip(SERVER_MAC, CLIENT_MAC, c.server, c.reply_to, 64)?
         };
         frames::tcp(&mut self.buf, ip, s, payload)?;
         let ts = Duration::from_secs(START_SECS) + Duration::from_micros(self.n);
@@ -116,6 +130,9 @@ impl Out {
 pub fn run(args: &Args) -> Result<()> {
     if !(0.0..=1.0).contains(&args.ipv6_share) {
         bail!("--ipv6-share must be between 0 and 1");
+    }
+    if args.masquerade.is_some() && args.ipv6_share > 0.0 {
+        bail!("--masquerade is IPv4 only; leave out --ipv6-share");
     }
     if args.connections > 200_000_000 {
         bail!("--connections above 200,000,000 is not supported");
@@ -145,7 +162,7 @@ pub fn run(args: &Args) -> Result<()> {
     // Opens: SYN, SYN/ACK, ACK per connection, connections in random order.
     order.shuffle(&mut rng);
     for &i in &order {
-        let c = conn(i, share)?;
+        let c = conn(i, share, args.masquerade)?;
         out.seg(&c, true, syn(&c), &[])?;
         let synack = Seg {
             sport: 443,
@@ -164,7 +181,7 @@ pub fn run(args: &Args) -> Result<()> {
     for r in 0..args.rounds {
         order.shuffle(&mut rng);
         for &i in &order {
-            let c = conn(i, share)?;
+            let c = conn(i, share, args.masquerade)?;
             out.seg(&c, true, client_seg(&c, r, TCP_ACK | TCP_PSH), &PAYLOAD)?;
             out.seg(
                 &c,
@@ -179,7 +196,7 @@ pub fn run(args: &Args) -> Result<()> {
     let r = args.rounds;
     order.shuffle(&mut rng);
     for &i in &order {
-        let c = conn(i, share)?;
+        let c = conn(i, share, args.masquerade)?;
         out.seg(&c, true, client_seg(&c, r, TCP_FIN | TCP_ACK), &[])?;
         let mut fin = server_seg(&c, r, r, TCP_FIN | TCP_ACK);
         fin.ack = fin.ack.wrapping_add(1);

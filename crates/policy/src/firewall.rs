@@ -154,6 +154,8 @@ impl Firewall {
             topo: &self.topo,
             rules: &mut self.rules,
             drop_invalid: self.policy.defaults.drop_invalid,
+            accept_established: self.policy.defaults.accept_established,
+            has_notrack: !self.policy.notrack.is_empty(),
             ingress,
             now,
             notrack: None,
@@ -250,6 +252,8 @@ struct Ctx<'a> {
     topo: &'a Topology,
     rules: &'a mut Ruleset,
     drop_invalid: bool,
+    accept_established: bool,
+    has_notrack: bool,
     ingress: Ingress,
     now: Time,
     notrack: Option<u32>,
@@ -329,6 +333,9 @@ impl Ctx<'_> {
 
 impl Hooks for Ctx<'_> {
     fn raw(&mut self, meta: &PacketMeta) -> bool {
+        if !self.has_notrack {
+            return false;
+        }
         let probe = Outcome {
             verdict: EngineVerdict::Accept,
             state: CtState::Untracked,
@@ -344,6 +351,25 @@ impl Hooks for Ctx<'_> {
     }
 
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
+        // Most packets belong to known connections, and the first thing every chain does is
+        // accept them: skip working out zones and routes for them.
+        if self.accept_established && matches!(out.state, CtState::Established | CtState::Related) {
+            self.judged = Some(Judged {
+                judgement: Judgement {
+                    verdict: Verdict::Accept,
+                    by: Decider::Established,
+                    log: None,
+                    reply: false,
+                },
+                chain: None,
+                in_iface: match self.ingress {
+                    Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
+                    Ingress::Unknown | Ingress::Local => None,
+                },
+                out_iface: None,
+            });
+            return EngineVerdict::Accept;
+        }
         let Some((v, place)) = self.view(&out.meta, out.state, out) else {
             // No addresses: either not IP at all (ARP, LLDP: an IP firewall does not judge
             // them, as nftables' inet family does not see them), or IP too broken to read,

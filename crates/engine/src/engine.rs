@@ -577,6 +577,40 @@ impl Engine {
         true
     }
 
+    /// Whether a connection with this tuple is live at `now`, in either direction: `src`/`dst`
+    /// are address and port, or for ICMP/ICMPv6 echo the identifier on both sides.
+    pub fn is_tracked(
+        &mut self,
+        now: Time,
+        proto: u8,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+    ) -> bool {
+        self.advance(now);
+        let (Some((fs, s)), Some((fd, d))) = (wire::addr_of(src.0), wire::addr_of(dst.0)) else {
+            return false;
+        };
+        if fs != fd {
+            return false;
+        }
+        // Echo is query class 0: the request's key is (identifier, class).
+        let (sport, dport) = if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
+            (src.1, 0)
+        } else {
+            (src.1, dst.1)
+        };
+        let key = Key {
+            src: s,
+            dst: d,
+            sport,
+            dport,
+            proto,
+            family: family_code(fs),
+        };
+        let hash = self.table.hash(&key);
+        self.lookup(hash, &key).is_some()
+    }
+
     /// Snapshots of every live connection.
     pub fn connections(&self) -> impl Iterator<Item = Conn> + '_ {
         let now_s = self.now_s();

@@ -94,3 +94,26 @@ fn dropping_a_packet_of_a_known_connection_keeps_the_entry() {
     assert_eq!((o.state, o.verdict), (CtState::New, Verdict::Drop));
     assert_eq!(sim.engine.len(), 1);
 }
+
+#[test]
+fn is_tracked_finds_connections_from_either_side() {
+    let mut sim = Sim::new();
+    let q = udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), 4000, 123, b"q");
+    expect_new(&sim.eth(&q));
+    let (a, b) = ((v4(10, 0, 0, 1), 4000), (v4(10, 0, 0, 2), 123));
+    assert!(sim.engine.is_tracked(sim.now, 17, a, b));
+    assert!(sim.engine.is_tracked(sim.now, 17, b, a));
+    assert!(!sim.engine.is_tracked(sim.now, 6, a, b));
+    assert!(!sim
+        .engine
+        .is_tracked(sim.now, 17, a, (v4(10, 0, 0, 2), 124)));
+    let ping = echo4(v4(10, 0, 0, 1), v4(10, 0, 0, 3), false, 77, 1);
+    expect_new(&sim.eth(&ping));
+    let now = sim.now;
+    assert!(sim
+        .engine
+        .is_tracked(now, 1, (v4(10, 0, 0, 1), 77), (v4(10, 0, 0, 3), 77)));
+    // Expired entries are not tracked any more.
+    sim.advance(31);
+    assert!(!sim.engine.is_tracked(sim.now, 17, a, b));
+}

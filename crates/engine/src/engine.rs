@@ -6,10 +6,10 @@ use crate::table::{Entry, Table, STATUS_ASSURED, STATUS_SEEN_REPLY};
 use crate::tcp::{self, Decision, TcpState};
 use crate::time::Time;
 use crate::wire::{
-    self, addr_to_ip, Family, Frag, IcmpKind, Ip, Key, LinkInfo, LinkType, Transport, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
+    self, addr_to_ip, Addr, Family, Frag, IcmpKind, Ip, Key, LinkInfo, LinkType, Transport,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 
 /// What the firewall does with the packet. Without a policy only a full table drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +107,54 @@ pub struct Outcome {
     /// Why the packet is invalid or dropped.
     pub reason: Option<DropReason>,
     pub meta: PacketMeta,
+}
+
+/// What tracking decided, without the header facts: small enough to travel in a register,
+/// so the tracking functions never move a [`PacketMeta`] around.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Res {
+    verdict: Verdict,
+    state: CtState,
+    dir: Option<Direction>,
+    reason: Option<DropReason>,
+}
+
+impl Res {
+    const UNTRACKED: Res = Res {
+        verdict: Verdict::Accept,
+        state: CtState::Untracked,
+        dir: None,
+        reason: None,
+    };
+
+    const fn invalid(reason: DropReason) -> Res {
+        Res {
+            verdict: Verdict::Accept,
+            state: CtState::Invalid,
+            dir: None,
+            reason: Some(reason),
+        }
+    }
+
+    const fn accept(state: CtState, dir: Direction) -> Res {
+        Res {
+            verdict: Verdict::Accept,
+            state,
+            dir: Some(dir),
+            reason: None,
+        }
+    }
+
+    #[inline(always)]
+    fn with(self, meta: PacketMeta) -> Outcome {
+        Outcome {
+            verdict: self.verdict,
+            state: self.state,
+            dir: self.dir,
+            reason: self.reason,
+            meta,
+        }
+    }
 }
 
 /// One captured or received frame, for batch processing.
@@ -336,17 +384,29 @@ impl Engine {
         wire_len: usize,
         hooks: &mut H,
     ) -> Outcome {
+        self.process_hinted(now, link, data, wire_len, None, hooks)
+    }
+
+    /// [`Engine::process_hooked`] given, optionally, the hash `process_batch` computed from
+    /// the packet's peeked key (used only when the fast path takes the packet: then the key
+    /// is the peeked one).
+    #[inline(always)]
+    fn process_hinted<H: Hooks>(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        hint: Option<u64>,
+        hooks: &mut H,
+    ) -> Outcome {
         self.advance(now);
         self.sweep_step();
         self.created = None;
-        let mut out = self.classify(link, data, wire_len, hooks);
+        let mut out = self.classify(link, data, wire_len, hint, hooks);
         out.verdict = hooks.filter(&out);
         if out.verdict == Verdict::Drop {
-            if let Some(id) = self.created.take() {
-                self.table.remove(id);
-                self.stats.created -= 1;
-                self.stats.unconfirmed += 1;
-            }
+            self.unconfirm();
         }
         let s = &mut self.stats;
         s.packets += 1;
@@ -356,6 +416,16 @@ impl Engine {
             s.by_reason[r.index()] += 1;
         }
         out
+    }
+
+    /// Removes the entry the current packet created, if any: the policy dropped it.
+    #[inline(never)]
+    fn unconfirm(&mut self) {
+        if let Some(id) = self.created.take() {
+            self.table.remove(id);
+            self.stats.created -= 1;
+            self.stats.unconfirmed += 1;
+        }
     }
 
     /// Classifies a batch. Parsing and hashing the whole batch first lets the bucket and entry
@@ -377,38 +447,105 @@ impl Engine {
         // requested while packet j is classified, so the loads overlap with useful work.
         const D: usize = PREFETCH_DISTANCE;
         let n = batch.len();
-        let mut ring = [0u64; 2 * D];
+        let mut ring = [None; 2 * D];
         for (i, p) in batch.iter().enumerate().take(2 * D) {
             let h = self.peek_hash(p);
-            self.table.prefetch(h);
+            if let Some(h) = h {
+                self.table.prefetch(h);
+            }
             ring[i] = h;
         }
-        for &h in ring.iter().take(D.min(n)) {
+        for &h in ring.iter().take(D.min(n)).flatten() {
             self.table.prefetch_entry(h);
         }
-        for j in 0..n {
-            if let Some(p) = batch.get(j + 2 * D) {
-                let h = self.peek_hash(p);
-                self.table.prefetch(h);
+        for (j, p) in batch.iter().enumerate() {
+            let hint = ring[j % (2 * D)];
+            if let Some(q) = batch.get(j + 2 * D) {
+                let h = self.peek_hash(q);
+                if let Some(h) = h {
+                    self.table.prefetch(h);
+                }
                 ring[j % (2 * D)] = h;
             }
             if j + D < n {
-                self.table.prefetch_entry(ring[(j + D) % (2 * D)]);
+                if let Some(h) = ring[(j + D) % (2 * D)] {
+                    self.table.prefetch_entry(h);
+                }
             }
-            if let Some(p) = batch.get(j) {
-                out.push(self.process_hooked(p.now, p.link, p.data, p.wire_len, hooks));
-            }
+            out.push(self.process_hinted(p.now, p.link, p.data, p.wire_len, hint, hooks));
         }
     }
 
     #[inline(always)]
-    fn peek_hash(&self, p: &Packet<'_>) -> u64 {
-        wire::peek_key(p.link, p.data).map_or(0, |k| self.table.hash(&k))
+    fn peek_hash(&self, p: &Packet<'_>) -> Option<u64> {
+        wire::peek_key(p.link, p.data).map(|k| self.table.hash(&k))
     }
 
-    /// Parses the packet and tracks it, in one pass with no intermediate values to move.
+    /// Parses the packet and tracks it: the common case in one pass, everything else on the
+    /// general path.
     #[inline(always)]
     fn classify<H: Hooks>(
+        &mut self,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        hint: Option<u64>,
+        hooks: &mut H,
+    ) -> Outcome {
+        let Some(f) = wire::parse_fast(link, data, self.cfg.verify_checksums) else {
+            return self.classify_slow(link, data, wire_len, hooks);
+        };
+        let tcp = f.proto == PROTO_TCP;
+        let meta = PacketMeta {
+            link: LinkInfo {
+                ifindex: None,
+                pkt_type: None,
+                vlan: None,
+                ethertype: 0x0800,
+                ip_offset: f.ip_offset,
+            },
+            family: Some(Family::V4),
+            proto: Some(f.proto),
+            src: Some(IpAddr::V4(Ipv4Addr::from(f.src))),
+            dst: Some(IpAddr::V4(Ipv4Addr::from(f.dst))),
+            sport: Some(f.tcp.sport),
+            dport: Some(f.tcp.dport),
+            icmp_type: None,
+            icmp_code: None,
+            tcp_flags: if tcp { Some(f.tcp.flags) } else { None },
+            len: f.len,
+        };
+        if hooks.raw(&meta) {
+            return Res::UNTRACKED.with(meta);
+        }
+        let mut key = Key {
+            sport: f.tcp.sport,
+            dport: f.tcp.dport,
+            proto: f.proto,
+            family: 4,
+            ..Key::EMPTY
+        };
+        key.src[..4].copy_from_slice(&f.src);
+        key.dst[..4].copy_from_slice(&f.dst);
+        let hash = match hint {
+            Some(h) => {
+                debug_assert_eq!(h, self.table.hash(&key));
+                h
+            }
+            None => self.table.hash(&key),
+        };
+        let found = self.lookup(hash, &key);
+        let res = if tcp {
+            self.track_tcp(found, &f.tcp, &key, hash, f.len)
+        } else {
+            self.track_udp(found, &key, hash, f.len, false)
+        };
+        res.with(meta)
+    }
+
+    /// Parses the packet and tracks it, whatever it holds.
+    #[inline(never)]
+    fn classify_slow<H: Hooks>(
         &mut self,
         link: LinkType,
         data: &[u8],
@@ -487,9 +624,8 @@ impl Engine {
             return untracked(meta);
         }
         let hash = self.table.hash(&key);
-        self.track(&ip, &tr, &key, hash, meta)
+        self.track(&tr, &key, hash, ip.len, &ip.dst).with(meta)
     }
-
     /// Moves the clock forward (never back: a reordered capture must not revive entries).
     #[inline(always)]
     fn advance(&mut self, now: Time) {
@@ -622,77 +758,84 @@ impl Engine {
 
     fn track(
         &mut self,
-        ip: &Ip<'_>,
         tr: &Transport<'_>,
         key: &Key,
         hash: u64,
-        meta: PacketMeta,
-    ) -> Outcome {
+        len: u32,
+        outer_dst: &Addr,
+    ) -> Res {
         let found = self.lookup(hash, key);
         match tr {
-            Transport::Tcp(seg) => self.track_tcp(found, seg, key, hash, ip, meta),
+            Transport::Tcp(seg) => self.track_tcp(found, seg, key, hash, len),
             Transport::Icmp(m) => match m.kind {
                 IcmpKind::Error { .. } => {
                     let Some((_, dir)) = found else {
-                        return invalid(meta, DropReason::IcmpErrorNoConnection);
+                        return Res::invalid(DropReason::IcmpErrorNoConnection);
                     };
                     // The error must travel back to whoever sent the quoted packet.
-                    if ip.dst != key.src {
-                        return invalid(meta, DropReason::IcmpErrorAddressMismatch);
+                    if *outer_dst != key.src {
+                        return Res::invalid(DropReason::IcmpErrorAddressMismatch);
                     }
-                    Outcome {
-                        verdict: Verdict::Accept,
-                        state: CtState::Related,
-                        dir: Some(Direction::from_index(1 - dir)),
-                        reason: None,
-                        meta,
-                    }
+                    Res::accept(CtState::Related, Direction::from_index(1 - dir))
                 }
                 IcmpKind::Query { reply, .. } => match found {
                     Some((id, dir)) if (dir == 1) == reply => {
                         let deadline = self.deadline(self.cfg.timeouts.icmp);
-                        self.established(id, dir, ip, deadline, meta, |_| {})
+                        self.established(id, dir, len, deadline, |_| {})
                     }
-                    Some(_) | None if reply => invalid(meta, DropReason::IcmpUnsolicitedReply),
-                    Some(_) => invalid(meta, DropReason::IcmpUnsolicitedReply),
-                    None => self.create_simple(key, hash, ip, meta, self.cfg.timeouts.icmp),
+                    Some(_) | None if reply => Res::invalid(DropReason::IcmpUnsolicitedReply),
+                    Some(_) => Res::invalid(DropReason::IcmpUnsolicitedReply),
+                    None => self.create_simple(key, hash, len, self.cfg.timeouts.icmp),
                 },
-                IcmpKind::Untracked => untracked(meta),
+                IcmpKind::Untracked => Res::UNTRACKED,
             },
             Transport::Udp { .. } | Transport::Other => {
-                let generic = ip.proto != PROTO_UDP && ip.proto != 136;
-                match found {
-                    Some((id, dir)) => {
-                        let now_s = self.now_s();
-                        let t = &self.cfg.timeouts;
-                        let (unreplied, stream) = if generic {
-                            (t.generic, t.generic)
-                        } else {
-                            (t.udp_unreplied, t.udp_stream)
-                        };
-                        let seen = self.table.get(id).status & STATUS_SEEN_REPLY != 0 || dir == 1;
-                        let stream_due = now_s >= self.table.get(id).peer[0].end;
-                        let timeout = if seen && stream_due {
-                            stream
-                        } else {
-                            unreplied
-                        };
-                        let deadline = self.deadline(timeout);
-                        self.established(id, dir, ip, deadline, meta, |e| {
-                            if seen && stream_due && !generic {
-                                e.status |= STATUS_ASSURED;
-                            }
-                        })
+                let generic = key.proto != PROTO_UDP && key.proto != 136;
+                self.track_udp(found, key, hash, len, generic)
+            }
+        }
+    }
+
+    /// UDP, UDP-Lite and (`generic`) protocols tracked by addresses alone.
+    #[inline(always)]
+    fn track_udp(
+        &mut self,
+        found: Option<(u32, usize)>,
+        key: &Key,
+        hash: u64,
+        len: u32,
+        generic: bool,
+    ) -> Res {
+        match found {
+            Some((id, dir)) => {
+                let now_s = self.now_s();
+                let t = &self.cfg.timeouts;
+                let (unreplied, stream) = if generic {
+                    (t.generic, t.generic)
+                } else {
+                    (t.udp_unreplied, t.udp_stream)
+                };
+                let seen = self.table.get(id).status & STATUS_SEEN_REPLY != 0 || dir == 1;
+                let stream_due = now_s >= self.table.get(id).peer[0].end;
+                let timeout = if seen && stream_due {
+                    stream
+                } else {
+                    unreplied
+                };
+                let deadline = self.deadline(timeout);
+                self.established(id, dir, len, deadline, |e| {
+                    if seen && stream_due && !generic {
+                        e.status |= STATUS_ASSURED;
                     }
-                    None => {
-                        let t = if generic {
-                            self.cfg.timeouts.generic
-                        } else {
-                            self.cfg.timeouts.udp_unreplied
-                        };
-                        self.create_simple(key, hash, ip, meta, t)
-                    }
-                }
+                })
+            }
+            None => {
+                let t = if generic {
+                    self.cfg.timeouts.generic
+                } else {
+                    self.cfg.timeouts.udp_unreplied
+                };
+                self.create_simple(key, hash, len, t)
             }
         }
     }
@@ -710,66 +853,43 @@ impl Engine {
     }
 
     /// Counts a packet against an entry and refreshes its expiry.
+    #[inline(always)]
     fn established(
         &mut self,
         id: u32,
         dir: usize,
-        ip: &Ip<'_>,
+        len: u32,
         deadline: u32,
-        meta: PacketMeta,
         f: impl FnOnce(&mut Entry),
-    ) -> Outcome {
+    ) -> Res {
         let e = self.table.get_mut(id);
-        if dir == 1 {
-            e.status |= STATUS_SEEN_REPLY;
-        }
-        e.packets[dir] += 1;
-        e.bytes[dir] += u64::from(ip.len);
         e.expires = deadline;
         f(e);
-        let state = if e.status & STATUS_SEEN_REPLY != 0 {
-            CtState::Established
-        } else {
-            CtState::New
-        };
-        Outcome {
-            verdict: Verdict::Accept,
-            state,
-            dir: Some(Direction::from_index(dir)),
-            reason: None,
-            meta,
-        }
+        count(e, dir, len)
     }
 
-    fn create_simple(
-        &mut self,
-        key: &Key,
-        hash: u64,
-        ip: &Ip<'_>,
-        meta: PacketMeta,
-        timeout: u32,
-    ) -> Outcome {
+    #[inline(never)]
+    fn create_simple(&mut self, key: &Key, hash: u64, len: u32, timeout: u32) -> Res {
         let mut e = Entry::new(key);
         e.expires = self.deadline(timeout);
         // For UDP: the second after which a replied flow counts as a stream.
         e.peer[0].end = self.deadline(2);
-        self.insert(hash, e, ip, meta)
+        self.insert(hash, e, len)
     }
 
     /// Adds a new connection, counting the packet that opened it.
-    fn insert(&mut self, hash: u64, mut e: Entry, ip: &Ip<'_>, meta: PacketMeta) -> Outcome {
+    fn insert(&mut self, hash: u64, mut e: Entry, len: u32) -> Res {
         if self.table.len() >= self.cfg.max_connections as usize && !self.make_room(hash) {
             self.stats.refused += 1;
-            return Outcome {
+            return Res {
                 verdict: Verdict::Drop,
                 state: CtState::Invalid,
                 dir: None,
                 reason: Some(DropReason::TableFull),
-                meta,
             };
         }
         e.packets[0] = 1;
-        e.bytes[0] = u64::from(ip.len);
+        e.bytes[0] = u64::from(len);
         self.created = Some(self.table.insert(hash, e));
         self.stats.created += 1;
         let len = self.table.len();
@@ -777,13 +897,7 @@ impl Engine {
             self.stats.peak = len;
             self.stats.peak_memory = self.table.memory_bytes();
         }
-        Outcome {
-            verdict: Verdict::Accept,
-            state: CtState::New,
-            dir: Some(Direction::Original),
-            reason: None,
-            meta,
-        }
+        Res::accept(CtState::New, Direction::Original)
     }
 
     /// Frees one entry in a full table: an expired one, else one never replied to, looking
@@ -825,53 +939,65 @@ impl Engine {
         }
     }
 
+    #[inline(always)]
     fn track_tcp(
         &mut self,
         found: Option<(u32, usize)>,
         seg: &wire::Tcp,
         key: &Key,
         hash: u64,
-        ip: &Ip<'_>,
-        meta: PacketMeta,
-    ) -> Outcome {
+        len: u32,
+    ) -> Res {
         let Some((id, dir)) = found else {
-            return self.open_tcp(key, hash, seg, ip, meta);
+            return self.open_tcp(key, hash, seg, len);
         };
         // Expiry counts from `now` rounded up to a whole second, as `deadline` does.
         let base = self.deadline(0);
-        let decision = tcp::track(self.table.get_mut(id), dir, seg, &self.cfg, base);
+        let e = self.table.get_mut(id);
+        let decision = tcp::track(e, dir, seg, &self.cfg, base);
         match decision {
             Decision::Accept | Decision::AcceptAndRemove | Decision::Ignore => {
-                let expires = self.table.get(id).expires;
-                let out = self.established(id, dir, ip, expires, meta, |_| {});
+                // `established` with the entry's own expiry, on the entry already in hand.
+                let out = count(e, dir, len);
                 if decision == Decision::AcceptAndRemove {
                     self.table.remove(id);
                 }
                 out
             }
-            Decision::Invalid(r) => invalid(meta, r),
+            Decision::Invalid(r) => Res::invalid(r),
             Decision::Reopen => {
                 self.table.remove(id);
-                self.open_tcp(key, hash, seg, ip, meta)
+                self.open_tcp(key, hash, seg, len)
             }
         }
     }
 
-    fn open_tcp(
-        &mut self,
-        key: &Key,
-        hash: u64,
-        seg: &wire::Tcp,
-        ip: &Ip<'_>,
-        meta: PacketMeta,
-    ) -> Outcome {
+    #[inline(never)]
+    fn open_tcp(&mut self, key: &Key, hash: u64, seg: &wire::Tcp, len: u32) -> Res {
         let mut e = Entry::new(key);
         let Some(state) = tcp::open(&mut e, seg, &self.cfg) else {
-            return invalid(meta, DropReason::TcpNotSyn);
+            return Res::invalid(DropReason::TcpNotSyn);
         };
         e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
-        self.insert(hash, e, ip, meta)
+        self.insert(hash, e, len)
     }
+}
+
+/// Counts a packet against an entry (whose expiry is already set) and gives its state.
+#[inline(always)]
+fn count(e: &mut Entry, dir: usize, len: u32) -> Res {
+    let dir = dir & 1;
+    if dir == 1 {
+        e.status |= STATUS_SEEN_REPLY;
+    }
+    e.packets[dir] += 1;
+    e.bytes[dir] += u64::from(len);
+    let state = if e.status & STATUS_SEEN_REPLY != 0 {
+        CtState::Established
+    } else {
+        CtState::New
+    };
+    Res::accept(state, Direction::from_index(dir))
 }
 
 /// Header facts for the outcome, from the parsed layers.

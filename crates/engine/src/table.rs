@@ -137,7 +137,9 @@ impl Hashing {
     /// The same value for a tuple and its reverse.
     #[inline(always)]
     pub(crate) fn hash(&self, k: &Key) -> u64 {
-        let (a, ap, b, bp) = if (k.src, k.sport) <= (k.dst, k.dport) {
+        // Big-endian integers order like the byte arrays, without a memcmp call.
+        let (s, d) = (u128::from_be_bytes(k.src), u128::from_be_bytes(k.dst));
+        let (a, ap, b, bp) = if (s, k.sport) <= (d, k.dport) {
             (&k.src, k.sport, &k.dst, k.dport)
         } else {
             (&k.dst, k.dport, &k.src, k.sport)
@@ -183,6 +185,45 @@ fn tag_of(hash: u64) -> u32 {
 struct Bucket {
     tags: [u32; SLOTS],
     ids: [u32; SLOTS],
+}
+
+impl Bucket {
+    /// Bit `i` set where slot `i`'s tag is `tag`: all eight compared at once (the loop
+    /// compiles to one vector compare and a mask extraction).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn matches(&self, tag: u32) -> u32 {
+        use core::arch::x86_64::{
+            __m128i, _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_loadu_si128, _mm_movemask_ps,
+            _mm_set1_epi32,
+        };
+        let p = self.tags.as_ptr().cast::<__m128i>();
+        // SAFETY: SSE2 is part of the x86_64 baseline. `tags` is 32 bytes, so both unaligned
+        // 16-byte loads (at `p` and `p + 1`) stay inside it.
+        let m = unsafe {
+            let t = _mm_set1_epi32(tag.cast_signed());
+            let lo = _mm_cmpeq_epi32(_mm_loadu_si128(p), t);
+            let hi = _mm_cmpeq_epi32(_mm_loadu_si128(p.add(1)), t);
+            _mm_movemask_ps(_mm_castsi128_ps(lo)) | _mm_movemask_ps(_mm_castsi128_ps(hi)) << 4
+        };
+        m.cast_unsigned()
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn matches(&self, tag: u32) -> u32 {
+        let mut m = 0u32;
+        for (i, &t) in self.tags.iter().enumerate() {
+            m |= u32::from(t == tag) << i;
+        }
+        m
+    }
+
+    /// The id in slot `i` (taken modulo the slot count, so never out of bounds).
+    #[inline(always)]
+    fn id(&self, i: u32) -> u32 {
+        self.ids[i as usize % SLOTS]
+    }
 }
 
 const EMPTY_BUCKET: Bucket = Bucket {
@@ -268,16 +309,14 @@ impl Table {
     pub(crate) fn prefetch_entry(&self, hash: u64) {
         let tag = tag_of(hash);
         if let Some(bucket) = self.buckets.get(self.bucket_of(hash)) {
-            for i in 0..SLOTS {
-                if bucket.tags[i] == tag {
-                    if let Some(e) = self.get_opt(bucket.ids[i]) {
-                        // Entries are not line-aligned: one can straddle three lines.
-                        let p = e as *const Entry as *const u8;
-                        prefetch_read(p);
-                        prefetch_read(p.wrapping_add(64));
-                        prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
-                    }
-                    return;
+            let m = bucket.matches(tag);
+            if m != 0 {
+                if let Some(e) = self.get_opt(bucket.id(m.trailing_zeros())) {
+                    // Entries are not line-aligned: one can straddle three lines.
+                    let p = e as *const Entry as *const u8;
+                    prefetch_read(p);
+                    prefetch_read(p.wrapping_add(64));
+                    prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
                 }
             }
         }
@@ -311,18 +350,23 @@ impl Table {
         let mut b = self.bucket_of(hash);
         for _ in 0..n {
             let bucket = &self.buckets[b];
-            let mut has_empty = false;
-            for i in 0..SLOTS {
-                let t = bucket.tags[i];
-                if t == tag {
-                    let id = bucket.ids[i];
-                    if let Some(dir) = self.get(id).direction_of(key) {
-                        return Some((id, Slot { bucket: b, slot: i }, dir));
-                    }
+            let mut m = bucket.matches(tag);
+            while m != 0 {
+                let i = m.trailing_zeros();
+                let id = bucket.id(i);
+                if let Some(dir) = self.get(id).direction_of(key) {
+                    return Some((
+                        id,
+                        Slot {
+                            bucket: b,
+                            slot: i as usize,
+                        },
+                        dir,
+                    ));
                 }
-                has_empty |= t == TAG_EMPTY;
+                m &= m - 1;
             }
-            if has_empty {
+            if bucket.matches(TAG_EMPTY) != 0 {
                 return None;
             }
             b += 1;
@@ -353,16 +397,15 @@ impl Table {
         let mut b = self.bucket_of_tag(tag);
         loop {
             let bucket = &mut self.buckets[b];
-            for i in 0..SLOTS {
-                let t = bucket.tags[i];
-                if t == TAG_EMPTY || t == TAG_TOMB {
-                    if t == TAG_EMPTY {
-                        self.used += 1;
-                    }
-                    bucket.tags[i] = tag;
-                    bucket.ids[i] = id;
-                    return;
+            let m = bucket.matches(TAG_EMPTY) | bucket.matches(TAG_TOMB);
+            if m != 0 {
+                let i = m.trailing_zeros() as usize % SLOTS;
+                if bucket.tags[i] == TAG_EMPTY {
+                    self.used += 1;
                 }
+                bucket.tags[i] = tag;
+                bucket.ids[i] = id;
+                return;
             }
             b += 1;
             if b == n {

@@ -193,8 +193,11 @@ enum Window {
 }
 
 /// van Rooij's four bounds, with netfilter's initialisation rules.
+#[inline(always)]
 fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
-    let (s, r) = (dir, 1 - dir);
+    // `dir` is 0 or 1; masking tells the compiler so, which drops the bounds checks.
+    let dir = dir & 1;
+    let (s, r) = (dir, dir ^ 1);
     let mut seq = seg.seq;
     let mut ack = seg.ack;
     let mut sack = ack;
@@ -324,7 +327,9 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
 }
 
 /// Tracks a segment of a known connection travelling in `dir` (0 original, 1 reply).
+#[inline(always)]
 pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u32) -> Decision {
+    let dir = dir & 1;
     let class = crate::wire::tcp_class(seg.flags);
     let old = e.state;
     let Some(&new) = TRANSITIONS[dir][class as usize].get(usize::from(old)) else {
@@ -342,7 +347,7 @@ pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u
         Window::Ignore => return Decision::Ignore,
         Window::Invalid(r) => return Decision::Invalid(r),
     }
-    if class == TcpClass::Fin && e.pflags[1 - dir] & PEER_CLOSE_INIT == 0 {
+    if class == TcpClass::Fin && e.pflags[dir ^ 1] & PEER_CLOSE_INIT == 0 {
         e.pflags[dir] |= PEER_CLOSE_INIT;
     }
     e.state = new;

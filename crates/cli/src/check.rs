@@ -34,9 +34,6 @@ pub fn run(args: &Args) -> Result<()> {
         eprintln!("{w}");
     }
     print!("{}", summary(&loaded.policy));
-    if loaded.policy.uses_nat() {
-        eprintln!("{}", crate::replay::NAT_NOTE);
-    }
     Ok(())
 }
 

@@ -37,6 +37,10 @@ pub struct Args {
     /// Apply this firewall policy (TOML; see examples/home-router.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With --config: write every accepted packet as it would leave (NAT applied) to this
+    /// pcapng file, on the interface it leaves by.
+    #[arg(long, value_name = "OUT.pcapng", requires = "config")]
+    write_accepted: Option<PathBuf>,
     /// Name the ingress interface of plain Ethernet frames by their destination MAC
     /// (repeatable): `--iface-mac 02:00:00:00:01:01=lan0`.
     #[arg(long, value_name = "MAC=NAME", value_parser = parse_iface_mac)]
@@ -64,10 +68,6 @@ fn parse_iface_mac(s: &str) -> Result<([u8; 6], String), String> {
     Ok((out, name.to_string()))
 }
 
-/// Said wherever a policy with masquerade or port forwards is used, until NAT exists.
-pub const NAT_NOTE: &str = "keepstate: note: masquerade and port forwards are checked but not \
-     applied yet (NAT is not implemented); packets keep their addresses";
-
 /// One line of `--trace`.
 #[derive(Serialize)]
 struct TraceLine<'a> {
@@ -90,6 +90,37 @@ struct TraceLine<'a> {
     /// What decided (with `--config`): a rule's name, `rule #N`, a default or a zone policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     rule: Option<String>,
+    /// The addresses and ports as the packet leaves, when NAT rewrote them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nat: Option<NatLine>,
+}
+
+#[derive(Serialize)]
+struct NatLine {
+    src: IpAddr,
+    dst: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_id: Option<u16>,
+}
+
+fn nat_line(t: &keepstate_policy::nat::Tuple5, icmp_type: Option<u8>) -> NatLine {
+    // Only queries (echo and the like) carry an identifier; errors do not.
+    let icmp = matches!(
+        (t.proto, icmp_type),
+        (1, Some(0 | 8 | 13 | 14 | 15 | 16 | 17 | 18)) | (58, Some(128 | 129))
+    );
+    let ports = matches!(t.proto, 6 | 17 | 33 | 132 | 136);
+    NatLine {
+        src: t.src,
+        dst: t.dst,
+        sport: ports.then_some(t.sport),
+        dport: ports.then_some(t.dport),
+        icmp_id: icmp.then_some(t.sport),
+    }
 }
 
 fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> TraceLine<'a> {
@@ -114,6 +145,7 @@ fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> Trac
         icmp_type: if icmp { m.icmp_type } else { None },
         icmp_code: if icmp { m.icmp_code } else { None },
         rule: None,
+        nat: None,
     }
 }
 
@@ -214,9 +246,6 @@ pub fn run(args: &Args) -> Result<()> {
                 eprintln!("{w}");
             }
             let mut policy = loaded.policy;
-            if policy.uses_nat() {
-                eprintln!("{NAT_NOTE}");
-            }
             // Options given on the command line win over the file.
             if args.no_checksum {
                 policy.tracking.verify_checksums = Some(false);
@@ -226,6 +255,10 @@ pub fn run(args: &Args) -> Result<()> {
             }
             Some(Firewall::new(policy, defaults.clone()))
         }
+    };
+    let mut accepted_out = match &args.write_accepted {
+        Some(p) => Some(AcceptedWriter::create(p)?),
+        None => None,
     };
     let mut resolver = match &fw {
         Some(f) => Some(IfaceResolver::new(f, &args.iface_mac)?),
@@ -287,6 +320,9 @@ pub fn run(args: &Args) -> Result<()> {
                 }
                 let d = f.process(rec.ts, rec.link, rec.data, rec.wire_len, iface);
                 decision = Some(d);
+                if let Some(w) = accepted_out.as_mut() {
+                    w.write(f, &d, &rec)?;
+                }
                 d.outcome
             }
             _ => engine.process_captured(rec.ts, rec.link, rec.data, rec.wire_len),
@@ -330,6 +366,18 @@ pub fn run(args: &Args) -> Result<()> {
             };
             let mut line = trace_line(packets, rec.ts, name, &o);
             line.rule = rule;
+            if let Some(d) = decision {
+                // NAT changed the packet before tracking: show it as it arrived.
+                if let Some(a) = d.arrived {
+                    line.src = Some(a.src);
+                    line.dst = Some(a.dst);
+                    if line.sport.is_some() {
+                        line.sport = Some(a.sport);
+                        line.dport = Some(a.dport);
+                    }
+                }
+                line.nat = d.leaves.as_ref().map(|t| nat_line(t, o.meta.icmp_type));
+            }
             serde_json::to_writer(&mut *w, &line).context("writing trace")?;
             w.write_all(b"\n").context("writing trace")?;
         }
@@ -342,6 +390,9 @@ pub fn run(args: &Args) -> Result<()> {
     let tail = records.truncated_tail().cloned();
     if let Some(mut w) = trace.take() {
         w.flush().context("writing trace")?;
+    }
+    if let Some(w) = accepted_out.take() {
+        w.finish()?;
     }
 
     match &mut fw {
@@ -412,7 +463,12 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if args.list {
         let mut shown = 0u64;
-        for c in engine.connections() {
+        // With a policy, NAT shows in the tuples as netfilter lists them.
+        let conns: Vec<_> = match &fw {
+            Some(f) => f.connections(),
+            None => engine.connections().collect(),
+        };
+        for c in conns {
             writeln!(out, "{}", listing::conntrack_line(&c))?;
             shown += 1;
         }
@@ -488,4 +544,107 @@ fn policy_summary(
         writeln!(out, "  {name:<32} {n:>10}")?;
     }
     Ok(())
+}
+
+/// `--write-accepted`: accepted packets as they leave, in a pcapng with one interface per
+/// egress interface and link type.
+struct AcceptedWriter {
+    path: PathBuf,
+    w: pcap_file::pcapng::PcapNgWriter<BufWriter<File>>,
+    ids: Vec<(Option<IfaceId>, LinkType)>,
+    written: u64,
+}
+
+impl AcceptedWriter {
+    fn create(path: &std::path::Path) -> Result<AcceptedWriter> {
+        let f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let w = pcap_file::pcapng::PcapNgWriter::new(BufWriter::new(f))
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(AcceptedWriter {
+            path: path.to_path_buf(),
+            w,
+            ids: Vec::new(),
+            written: 0,
+        })
+    }
+
+    fn write(&mut self, fw: &Firewall, d: &Decision, rec: &Record<'_>) -> Result<()> {
+        use pcap_file::pcapng::blocks::enhanced_packet::{
+            EnhancedPacketBlock, EnhancedPacketOption,
+        };
+        use pcap_file::pcapng::blocks::interface_description::{
+            InterfaceDescriptionBlock, InterfaceDescriptionOption,
+        };
+        if d.outcome.verdict != Verdict::Accept {
+            return Ok(());
+        }
+        let dst = d.leaves.map(|t| t.dst).or(d.outcome.meta.dst);
+        // Packets for the firewall itself are delivered, not sent on.
+        let out = match dst {
+            Some(a) if fw.topology().is_local(a) => return Ok(()),
+            Some(a) => fw.topology().route(a),
+            None => None,
+        };
+        let data = if d.translated { fw.frame() } else { rec.data };
+        let key = (out, rec.link);
+        let id = match self.ids.iter().position(|k| *k == key) {
+            Some(i) => i,
+            None => {
+                let name = out
+                    .and_then(|i| fw.policy().interfaces.get(usize::from(i)))
+                    .map_or_else(|| "unknown".to_string(), |x| x.name.clone());
+                self.w
+                    .write_pcapng_block(InterfaceDescriptionBlock {
+                        linktype: datalink(rec.link),
+                        snaplen: 262_144,
+                        options: vec![
+                            InterfaceDescriptionOption::IfName(name.into()),
+                            InterfaceDescriptionOption::IfTsResol(9),
+                        ],
+                    })
+                    .with_context(|| format!("{}: cannot write", self.path.display()))?;
+                self.ids.push(key);
+                self.ids.len() - 1
+            }
+        };
+        let extra = rec.wire_len.saturating_sub(rec.data.len());
+        self.w
+            .write_pcapng_block(EnhancedPacketBlock {
+                interface_id: u32::try_from(id)?,
+                timestamp: std::time::Duration::from_nanos(rec.ts.as_nanos()),
+                original_len: u32::try_from(data.len() + extra)?,
+                data: std::borrow::Cow::Borrowed(data),
+                // epb_flags: outbound.
+                options: vec![EnhancedPacketOption::Flags(2)],
+            })
+            .with_context(|| format!("{}: cannot write", self.path.display()))?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let mut inner = self.w.into_inner();
+        inner
+            .flush()
+            .with_context(|| format!("{}: cannot write", self.path.display()))?;
+        eprintln!(
+            "keepstate: wrote {} accepted packets to {}",
+            self.written,
+            self.path.display()
+        );
+        Ok(())
+    }
+}
+
+fn datalink(link: LinkType) -> pcap_file::DataLink {
+    use pcap_file::DataLink;
+    match link {
+        LinkType::Ethernet => DataLink::ETHERNET,
+        LinkType::Raw => DataLink::RAW,
+        LinkType::Ipv4 => DataLink::IPV4,
+        LinkType::Ipv6 => DataLink::IPV6,
+        LinkType::LinuxSll => DataLink::LINUX_SLL,
+        LinkType::LinuxSll2 => DataLink::LINUX_SLL2,
+        LinkType::Null => DataLink::NULL,
+    }
 }

@@ -31,6 +31,18 @@ const ISP_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
 /// The router's LAN port.
 const LAN_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x01, 0x01];
 
+/// The router's WAN address: IPv4 LAN hosts are masqueraded behind it.
+const WAN_ADDR: [u8; 4] = [203, 0, 113, 2];
+
+/// Where the internet sends what a LAN host sent: IPv4 LAN addresses are masqueraded to the
+/// WAN address (ports and identifiers kept, as they do not collide here); IPv6 is routed.
+fn outside(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V4(v) if v.octets()[..3] == [192, 168, 1] => IpAddr::from(WAN_ADDR),
+        other => other,
+    }
+}
+
 /// A LAN host's MAC, numbered after the last byte of its address.
 fn host_mac(a: IpAddr) -> [u8; 6] {
     let last = match a {
@@ -55,7 +67,7 @@ fn step(outbound: bool, src: IpAddr, dst: IpAddr) -> Result<PacketBuilderStep<Ip
     if outbound {
         frames::ip(host_mac(src), LAN_MAC, src, dst, 64)
     } else {
-        frames::ip(ISP_MAC, WAN_MAC, src, dst, 52)
+        frames::ip(ISP_MAC, WAN_MAC, src, outside(dst), 52)
     }
 }
 
@@ -430,7 +442,8 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         target,
     ];
     let probe_payload = [0x40u8; 32];
-    let (IpAddr::V4(src4), IpAddr::V4(dst4)) = (h23, target) else {
+    // The probes leave masqueraded, so that is what the ICMP errors quote.
+    let (IpAddr::V4(src4), IpAddr::V4(dst4)) = (outside(h23), target) else {
         anyhow::bail!("traceroute addresses must be IPv4");
     };
     for (k, &hop) in hops.iter().enumerate() {
@@ -453,13 +466,14 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
             Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
         };
         let mut buf = Vec::new();
-        frames::ip(ISP_MAC, WAN_MAC, hop, h23, 60 - ttl)?
+        frames::ip(ISP_MAC, WAN_MAC, hop, outside(h23), 60 - ttl)?
             .icmpv4(icmp)
             .write(&mut buf, &quoted)?;
         g.push(t + 0.004 + 0.003 * f64::from(ttl), buf);
     }
 
-    // Unsolicited SYN scan from 198.51.100.66 against the LAN host: no replies.
+    // Unsolicited SYN scan from 198.51.100.66 against the LAN host's outside address (the
+    // router's WAN address: the LAN is behind NAT): no replies.
     let scanner = ip("198.51.100.66")?;
     for (k, port) in [22u16, 23, 80, 443, 445, 3389, 8080]
         .into_iter()
@@ -501,6 +515,18 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         mss: Some(1460),
     };
     g.seg(13.5, false, pinger, wan_addr, s, &[])?;
+
+    // IPv6 is routed, so the LAN host itself is reachable: an unsolicited SYN to its SSH port.
+    let s = Seg {
+        sport: 54322,
+        dport: 22,
+        seq: 0x6a3c_1111,
+        ack: 0,
+        flags: TCP_SYN,
+        window: 1024,
+        mss: Some(1440),
+    };
+    g.seg(12.5, false, ip("2001:db8:bad::66")?, h23v6, s, &[])?;
 
     // An echo reply nobody asked for: invalid.
     let mut buf = Vec::new();

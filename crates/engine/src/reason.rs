@@ -105,6 +105,11 @@ reasons! {
     ZonePolicy = "zone-policy",
     /// The packet's zone is unknown: neither its interface nor a route names one.
     NoZone = "no-zone",
+    /// Masquerade found no free port (or ICMP identifier) for a new connection.
+    NatPortsExhausted = "nat-ports-exhausted",
+    /// A reply addressed straight to the inside address of a masqueraded connection instead
+    /// of to the address it was translated to: netfilter would not match it either.
+    NatBypass = "nat-bypass",
 }
 
 impl fmt::Display for DropReason {

@@ -8,14 +8,16 @@
 use core::net::IpAddr;
 
 use keepstate_engine::{
-    Config, CtState, DropReason, Engine, Hooks, LinkType, Outcome, PacketMeta, Time,
-    Verdict as EngineVerdict,
+    Config, Conn, CtState, DropReason, Engine, Hooks, L4Tuple, LinkType, Outcome, PacketMeta, Time,
+    Tuple, Verdict as EngineVerdict,
 };
 
 use crate::model::{IfaceId, Policy, ZoneId};
+use crate::nat::{BindingId, Tuple5};
 use crate::reject;
 use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
 use crate::topology::Topology;
+use crate::translate::{headers, Nat, NatStats, Pre, Way};
 
 /// What the caller knows about where a packet came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +68,13 @@ pub struct Decision {
     pub log: Option<u32>,
     /// A reject answer is ready in [`Firewall::reply`].
     pub reply: bool,
+    /// NAT rewrote the packet: [`Firewall::frame`] holds it as it leaves.
+    pub translated: bool,
+    /// The addressing as the packet arrived, when NAT changed it before tracking
+    /// (`outcome.meta` is what tracking and rules saw).
+    pub arrived: Option<Tuple5>,
+    /// The addressing as the packet leaves, when NAT changed it.
+    pub leaves: Option<Tuple5>,
 }
 
 pub struct Firewall {
@@ -75,6 +84,10 @@ pub struct Firewall {
     rules: Ruleset,
     stats: FirewallStats,
     reply: Vec<u8>,
+    /// Present when the policy masquerades or forwards ports.
+    nat: Option<Nat>,
+    /// The frame as it leaves, when NAT rewrote it.
+    frame: Vec<u8>,
 }
 
 impl Firewall {
@@ -91,7 +104,8 @@ impl Firewall {
             verify_checksums: t.verify_checksums.unwrap_or(base.verify_checksums),
             hash_key: key,
         };
-        Firewall {
+        let nat = policy.uses_nat().then(|| Nat::new(&policy, key));
+        let mut fw = Firewall {
             engine: Engine::new(cfg),
             topo: Topology::new(&policy),
             // Per-source limit tables hash addresses an attacker chooses: key them secretly.
@@ -99,7 +113,11 @@ impl Firewall {
             policy,
             stats: FirewallStats::default(),
             reply: Vec::new(),
-        }
+            nat: None,
+            frame: Vec::new(),
+        };
+        fw.nat = nat;
+        fw
     }
 
     pub fn engine(&self) -> &Engine {
@@ -132,12 +150,40 @@ impl Firewall {
         &self.reply
     }
 
+    /// The last packet as it leaves, valid while the last [`Decision`] has `translated` set.
+    pub fn frame(&self) -> &[u8] {
+        &self.frame
+    }
+
+    /// NAT counters, when the policy translates.
+    pub fn nat_stats(&self) -> Option<&NatStats> {
+        self.nat.as_ref().map(|n| &n.stats)
+    }
+
+    /// Live NAT bindings.
+    pub fn nat_bindings(&self) -> usize {
+        self.nat.as_ref().map_or(0, |n| n.table.len())
+    }
+
+    /// The connection table as `conntrack -L` shows it: for translated connections the
+    /// original tuple as the first packet arrived and the reply tuple as replies arrive
+    /// (addressed to the masquerading address, or from a port forward's server).
+    pub fn connections(&self) -> Vec<Conn> {
+        self.engine
+            .connections()
+            .map(|c| match &self.nat {
+                Some(nat) => with_nat(nat, c),
+                None => c,
+            })
+            .collect()
+    }
+
     /// How traces and logs name what decided.
     pub fn describe(&self, by: Decider) -> String {
         self.rules.describe(by, &self.policy)
     }
 
-    /// Judges one frame.
+    /// Judges one frame, translating it where the policy says so.
     pub fn process(
         &mut self,
         now: Time,
@@ -146,12 +192,85 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
     ) -> Decision {
+        let Some(mut nat) = self.nat.take() else {
+            return self.judge(now, link, data, data, wire_len, ingress, None);
+        };
+        nat.sweep(&mut self.engine, now);
+        let mut frame = core::mem::take(&mut self.frame);
+        let h = headers::read(link, data);
+        let pre = match &h {
+            Some(h) => {
+                let in_zone = match ingress {
+                    Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
+                    Ingress::Unknown if !self.topo.is_local(h.tuple.src) => {
+                        self.topo.route(h.tuple.src)
+                    }
+                    _ => None,
+                }
+                .map(|i| self.topo.zone_of(i));
+                nat.prerouting(&self.policy, &self.topo, in_zone, h, data, &mut frame, now)
+            }
+            None => Pre::default(),
+        };
+        let created = self.engine.stats().created;
+        let mut nc = NatCtx {
+            middle: pre.middle,
+            has_binding: pre.binding.is_some(),
+            port_forward: pre.port_forward,
+            new_binding: None,
+            exhausted: false,
+            nat: &mut nat,
+        };
+        let input: &[u8] = if pre.rewritten { &frame } else { data };
+        let mut d = self.judge(now, link, input, data, wire_len, ingress, Some(&mut nc));
+        let new_binding = nc.new_binding;
+        let accepted = d.verdict == Verdict::Accept;
+        let mut binding = pre.binding;
+        if let Some(id) = pre.tentative {
+            let opened = self.engine.stats().created > created;
+            if accepted && opened && d.outcome.state == CtState::New {
+                nat.confirm(id);
+            } else {
+                nat.abandon(id);
+                binding = None;
+            }
+        }
+        if let Some(id) = new_binding {
+            binding = Some((id, Way::Original));
+        }
+        let mut translated = pre.rewritten;
+        if let (true, Some((id, way)), Some(h)) = (accepted, binding, &h) {
+            translated = nat.postrouting(id, way, h, data, &mut frame, translated);
+        }
+        if translated && accepted {
+            d.translated = true;
+            d.arrived = pre.arrived.or(h.map(|h| h.tuple));
+            d.leaves = headers::read(link, &frame).map(|x| x.tuple);
+        }
+        self.frame = frame;
+        self.nat = Some(nat);
+        d
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn judge(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        arrived: &[u8],
+        wire_len: usize,
+        ingress: Ingress,
+        nat: Option<&mut NatCtx<'_>>,
+    ) -> Decision {
         let iface = match ingress {
             Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
             Ingress::Unknown | Ingress::Local => None,
         };
         let mut ctx = Ctx {
             topo: &self.topo,
+            policy: &self.policy,
+            nat,
             rules: &mut self.rules,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
@@ -160,12 +279,14 @@ impl Firewall {
             now,
             notrack: None,
             judged: None,
+            nat_bypass: false,
         };
         let mut outcome = self
             .engine
             .process_hooked(now, link, data, wire_len, &mut ctx);
         let notrack = ctx.notrack;
         let judged = ctx.judged;
+        let nat_bypass = ctx.nat_bypass;
         let mut d = Decision {
             outcome,
             verdict: Verdict::Accept,
@@ -176,6 +297,9 @@ impl Firewall {
             notrack,
             log: None,
             reply: false,
+            translated: false,
+            arrived: None,
+            leaves: None,
         };
         if notrack.is_some() {
             self.stats.notracked += 1;
@@ -190,12 +314,16 @@ impl Firewall {
             if d.log.is_some() {
                 self.stats.logged += 1;
             }
-            if d.verdict != Verdict::Accept && outcome.reason.is_none() {
+            if nat_bypass {
+                outcome.reason = Some(DropReason::NatBypass);
+            } else if d.verdict != Verdict::Accept && outcome.reason.is_none() {
                 outcome.reason = Some(policy_reason(j.judgement));
             }
             if let Verdict::Reject(code) = d.verdict {
                 self.stats.rejected += 1;
-                let ip = data.get(usize::from(outcome.meta.link.ip_offset)..);
+                // The offender knows the packet as it sent it: answer that, not the
+                // translated copy.
+                let ip = arrived.get(usize::from(outcome.meta.link.ip_offset)..);
                 // Refusing a packet it would have forwarded, a router answers from its own
                 // address on the offender's side.
                 let router = match (j.chain, j.in_iface, outcome.meta.src) {
@@ -232,6 +360,7 @@ impl Firewall {
 /// The drop reason for a policy decision on a packet the engine found nothing wrong with.
 fn policy_reason(j: Judgement) -> DropReason {
     match (j.by, j.verdict) {
+        (Decider::Nat, _) => DropReason::NatPortsExhausted,
         (Decider::ZonePolicy { .. }, _) => DropReason::ZonePolicy,
         (Decider::NoZone, _) => DropReason::NoZone,
         (_, Verdict::Reject(_)) => DropReason::RuleReject,
@@ -247,9 +376,23 @@ struct Judged {
     out_iface: Option<IfaceId>,
 }
 
+/// NAT's part in judging one packet.
+struct NatCtx<'a> {
+    nat: &'a mut Nat,
+    /// The tuple tracking sees (after prerouting).
+    middle: Option<Tuple5>,
+    has_binding: bool,
+    port_forward: Option<u32>,
+    /// Masquerade bound the connection this packet opened.
+    new_binding: Option<BindingId>,
+    exhausted: bool,
+}
+
 /// The policy's view of the packet being processed, lent to the engine as its hooks.
-struct Ctx<'a> {
+struct Ctx<'a, 'n> {
     topo: &'a Topology,
+    policy: &'a Policy,
+    nat: Option<&'a mut NatCtx<'n>>,
     rules: &'a mut Ruleset,
     drop_invalid: bool,
     accept_established: bool,
@@ -258,6 +401,7 @@ struct Ctx<'a> {
     now: Time,
     notrack: Option<u32>,
     judged: Option<Judged>,
+    nat_bypass: bool,
 }
 
 /// Where a packet is in the firewall: chain and interfaces.
@@ -267,7 +411,7 @@ struct Place {
     out_iface: Option<IfaceId>,
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     fn place(&self, src: IpAddr, dst: IpAddr) -> Place {
         let arrived = match self.ingress {
             Ingress::Arrived(i) => Some(i),
@@ -293,6 +437,71 @@ impl Ctx<'_> {
                 chain: Chain::Forward,
                 in_iface: Some(in_iface),
                 out_iface: self.topo.route(dst),
+            }
+        }
+    }
+
+    /// A reply that reached a masqueraded connection without having been translated back: it
+    /// was addressed to the inside host directly. The state table tracks the inside tuple,
+    /// so only this check keeps such packets out, as netfilter's reply tuple does.
+    fn bypasses_nat(&self, out: &Outcome) -> bool {
+        let Some(nc) = self.nat.as_ref() else {
+            return false;
+        };
+        if nc.has_binding || out.dir != Some(keepstate_engine::Direction::Reply) {
+            return false;
+        }
+        let Some(m) = nc.middle else {
+            return false;
+        };
+        let original = Tuple5 {
+            proto: m.proto,
+            src: m.dst,
+            sport: m.dport,
+            dst: m.src,
+            dport: m.sport,
+        };
+        nc.nat
+            .by_middle(&original)
+            .and_then(|id| nc.nat.table.get(id))
+            .is_some_and(|b| {
+                (b.original.src, b.original.sport) != (b.translated.src, b.translated.sport)
+            })
+    }
+
+    /// Binds a new connection leaving through a masquerading zone to the egress interface's
+    /// address. `Err` when no port is free.
+    fn masquerade(&mut self, v: &View, out_iface: Option<IfaceId>) -> Result<(), ()> {
+        let Some(nc) = self.nat.as_mut() else {
+            return Ok(());
+        };
+        let Some(middle) = nc.middle else {
+            return Ok(());
+        };
+        if nc.has_binding || nc.nat.by_middle(&middle).is_some() {
+            return Ok(());
+        }
+        let Some(out) = out_iface.and_then(|i| self.policy.interfaces.get(usize::from(i))) else {
+            return Ok(());
+        };
+        let Some(zone) = self.policy.zones.get(usize::from(out.zone)) else {
+            return Ok(());
+        };
+        // IPv6 is routed, not masqueraded, as fw4 does unless told otherwise.
+        if !zone.masquerade || !v.src.is_ipv4() {
+            return Ok(());
+        }
+        let Some(to) = out.addrs.iter().find(|n| n.addr.is_ipv4()).map(|n| n.addr) else {
+            return Ok(());
+        };
+        match nc.nat.masquerade(&middle, to, zone.mapping, self.now) {
+            Ok(id) => {
+                nc.new_binding = Some(id);
+                Ok(())
+            }
+            Err(_) => {
+                nc.exhausted = true;
+                Err(())
             }
         }
     }
@@ -331,7 +540,7 @@ impl Ctx<'_> {
     }
 }
 
-impl Hooks for Ctx<'_> {
+impl Hooks for Ctx<'_, '_> {
     fn raw(&mut self, meta: &PacketMeta) -> bool {
         if !self.has_notrack {
             return false;
@@ -351,6 +560,21 @@ impl Hooks for Ctx<'_> {
     }
 
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
+        if self.bypasses_nat(out) {
+            self.judged = Some(Judged {
+                judgement: Judgement {
+                    verdict: Verdict::Drop,
+                    by: Decider::Nat,
+                    log: None,
+                    reply: false,
+                },
+                chain: None,
+                in_iface: None,
+                out_iface: None,
+            });
+            self.nat_bypass = true;
+            return EngineVerdict::Drop;
+        }
         // Most packets belong to known connections, and the first thing every chain does is
         // accept them: skip working out zones and routes for them.
         if self.accept_established && matches!(out.state, CtState::Established | CtState::Related) {
@@ -393,7 +617,30 @@ impl Hooks for Ctx<'_> {
             }
             return EngineVerdict::Accept;
         };
-        let judgement = self.rules.evaluate(&v);
+        let forwarded = self.nat.as_ref().and_then(|n| n.port_forward);
+        let mut judgement = match forwarded {
+            // A connection a port forward opened is accepted without a rule.
+            Some(i) if out.state == CtState::New => Judgement {
+                verdict: Verdict::Accept,
+                by: Decider::PortForward(i),
+                log: None,
+                reply: false,
+            },
+            _ => self.rules.evaluate(&v),
+        };
+        if judgement.verdict == Verdict::Accept
+            && out.state == CtState::New
+            && place.chain == Chain::Forward
+        {
+            if let Err(()) = self.masquerade(&v, place.out_iface) {
+                judgement = Judgement {
+                    verdict: Verdict::Drop,
+                    by: Decider::Nat,
+                    log: None,
+                    reply: false,
+                };
+            }
+        }
         self.judged = Some(Judged {
             judgement,
             chain: Some(place.chain),
@@ -406,4 +653,42 @@ impl Hooks for Ctx<'_> {
             EngineVerdict::Drop
         }
     }
+}
+
+/// A connection snapshot with NAT applied to its tuples, as netfilter lists them.
+fn with_nat(nat: &Nat, mut c: Conn) -> Conn {
+    let ports = |l4: L4Tuple| match l4 {
+        L4Tuple::Ports { sport, dport } => Some((sport, dport)),
+        L4Tuple::Icmp { id, .. } => Some((id, id)),
+        L4Tuple::None => Some((0, 0)),
+    };
+    let Some((sport, dport)) = ports(c.original.l4) else {
+        return c;
+    };
+    let middle = Tuple5 {
+        proto: c.proto,
+        src: c.original.src,
+        sport,
+        dst: c.original.dst,
+        dport,
+    };
+    let Some(b) = nat.by_middle(&middle).and_then(|id| nat.table.get(id)) else {
+        return c;
+    };
+    let l4 = |t: &L4Tuple, s: u16, d: u16| match *t {
+        L4Tuple::Ports { .. } => L4Tuple::Ports { sport: s, dport: d },
+        L4Tuple::Icmp { ty, code, .. } => L4Tuple::Icmp { ty, code, id: s },
+        L4Tuple::None => L4Tuple::None,
+    };
+    c.original = Tuple {
+        src: b.original.src,
+        dst: b.original.dst,
+        l4: l4(&c.original.l4, b.original.sport, b.original.dport),
+    };
+    c.reply = Tuple {
+        src: b.translated.dst,
+        dst: b.translated.src,
+        l4: l4(&c.reply.l4, b.translated.dport, b.translated.sport),
+    };
+    c
 }

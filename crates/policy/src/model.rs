@@ -367,6 +367,8 @@ pub struct Defaults {
     pub reject_limit: Limit,
     /// How often `log` may write.
     pub log_limit: Limit,
+    /// Ports (and ICMP identifiers) masquerade picks from when it cannot keep the original.
+    pub nat_ports: (u16, u16),
 }
 
 impl Default for Defaults {
@@ -386,6 +388,7 @@ impl Default for Defaults {
                 burst: 10,
                 per_source: false,
             },
+            nat_ports: (1024, 65535),
         }
     }
 }

@@ -143,21 +143,173 @@ fn accepted(d: &Decision) -> bool {
     d.verdict == Verdict::Accept
 }
 
+/// Parses a frame the firewall sends on and checks every checksum with etherparse.
+fn checked(frame: &[u8]) -> (IpAddr, IpAddr, u16, u16) {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        panic!("expected IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    let (sport, dport) = match p.transport {
+        Some(TransportSlice::Tcp(t)) => {
+            let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+            assert_eq!(t.checksum(), want);
+            (t.source_port(), t.destination_port())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            let want = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+            assert_eq!(u.checksum(), want);
+            (u.source_port(), u.destination_port())
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    (
+        IpAddr::from(h.source),
+        IpAddr::from(h.destination),
+        sport,
+        dport,
+    )
+}
+
 #[test]
-fn lan_to_wan_is_allowed_and_replies_come_back() {
+fn lan_to_wan_is_masqueraded_and_replies_come_back() {
     let mut r = Rig::home();
     let syn = r.lan(&tcp4(LAN_HOST, WEB, 50_000, 443, 1000, None, true));
     assert!(accepted(&syn), "{syn:?}");
     assert_eq!(syn.outcome.state, CtState::New);
     assert_eq!(r.fw.describe(syn.by.unwrap()), "forwarding lan->wan");
-    let synack = r.wan(&tcp4(WEB, LAN_HOST, 443, 50_000, 9000, Some(1001), true));
+    // It leaves from the WAN address, keeping its port.
+    assert!(syn.translated);
+    let out = checked(r.fw.frame());
+    assert_eq!(
+        out,
+        (IpAddr::from(WAN_ADDR), IpAddr::from(WEB), 50_000, 443)
+    );
+    // The answer comes to the WAN address and goes on to the LAN host.
+    let synack = r.wan(&tcp4(WEB, WAN_ADDR, 443, 50_000, 9000, Some(1001), true));
     assert!(accepted(&synack), "{synack:?}");
     assert_eq!(synack.outcome.state, CtState::Established);
     assert_eq!(synack.outcome.dir, Some(Direction::Reply));
     assert_eq!(synack.by, Some(Decider::Established));
+    let back = checked(r.fw.frame());
+    assert_eq!(
+        back,
+        (IpAddr::from(WEB), IpAddr::from(LAN_HOST), 443, 50_000)
+    );
     let ack = r.lan(&tcp4(LAN_HOST, WEB, 50_000, 443, 1001, Some(9001), false));
     assert!(accepted(&ack));
     assert_eq!(r.fw.engine().len(), 1);
+    assert_eq!(r.fw.nat_bindings(), 1);
+    // The listing shows the reply tuple addressed to the WAN address, as netfilter does.
+    let c = r.fw.connections();
+    assert_eq!(c[0].reply.dst, IpAddr::from(WAN_ADDR));
+    assert_eq!(c[0].original.src, IpAddr::from(LAN_HOST));
+    // A "reply" sent to the LAN host's own address does not belong to the connection.
+    let sneaky = r.wan(&tcp4(WEB, LAN_HOST, 443, 50_000, 9001, Some(1001), false));
+    assert_eq!(sneaky.verdict, Verdict::Drop);
+    assert_eq!(sneaky.outcome.reason, Some(DropReason::NatBypass));
+}
+
+#[test]
+fn masquerade_ports_return_to_the_pool_when_connections_expire() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"),
+    )
+    .unwrap()
+    .replacen(
+        "\n[defaults]\n",
+        "\n[defaults]\nnat_ports = \"5000-5001\"\n",
+        1,
+    );
+    let mut r = rig(&text);
+    // Two LAN hosts use the same source port to the same server: the second is moved into
+    // the two-port range, the third finds it full.
+    let hosts = [
+        [192, 168, 1, 30],
+        [192, 168, 1, 31],
+        [192, 168, 1, 32],
+        [192, 168, 1, 33],
+    ];
+    let mut ports = Vec::new();
+    for h in &hosts[..3] {
+        let d = r.lan(&udp4(*h, WEB, 7000, 53, b"q"));
+        assert!(accepted(&d), "{d:?}");
+        ports.push(checked(r.fw.frame()).2);
+    }
+    assert_eq!(ports[0], 7000);
+    assert!((5000..=5001).contains(&ports[1]) && (5000..=5001).contains(&ports[2]));
+    assert_ne!(ports[1], ports[2]);
+    let d = r.lan(&udp4(hosts[3], WEB, 7000, 53, b"q"));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(d.outcome.reason, Some(DropReason::NatPortsExhausted));
+    assert!(r.fw.nat_stats().unwrap().exhausted >= 1);
+    assert_eq!(
+        r.fw.engine().len(),
+        3,
+        "the refused connection is not tracked"
+    );
+    // After the UDP timeout the bindings are swept and the ports can be used again.
+    r.advance_ms(31_000);
+    for i in 0..8u16 {
+        r.lan(&udp4([192, 168, 1, 40], WEB, 9000 + i, 80, b"tick"));
+    }
+    let d = r.lan(&udp4(hosts[3], WEB, 7000, 53, b"q"));
+    assert!(accepted(&d), "{d:?}");
+}
+
+#[test]
+fn port_forward_with_source_restriction_and_hairpin() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"),
+    )
+    .unwrap()
+        + r#"
+[[port_forward]]
+name = "web"
+src = "wan"
+proto = "tcp"
+external_port = 8080
+internal_ip = "192.168.1.10"
+internal_port = 80
+src_ip = "198.51.100.0/24"
+reflection = true
+"#;
+    let mut r = rig(&text);
+    let server = [192, 168, 1, 10];
+    // Allowed source: the SYN to the WAN address goes to the server, accepted without a rule.
+    let d = r.wan(&tcp4(SCANNER, WAN_ADDR, 40_000, 8080, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(r.fw.describe(d.by.unwrap()), "port forward web");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(SCANNER), IpAddr::from(server), 40_000, 80)
+    );
+    // The server's answer leaves from the WAN address and port the client used.
+    let d = r.lan(&tcp4(server, SCANNER, 80, 40_000, 500, Some(2), true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(WAN_ADDR), IpAddr::from(SCANNER), 8080, 40_000)
+    );
+    let listed = r.fw.connections();
+    assert!(listed
+        .iter()
+        .any(|c| c.original.dst == IpAddr::from(WAN_ADDR) && c.reply.src == IpAddr::from(server)));
+    // A source outside the restriction is not forwarded: the router itself drops it.
+    let d = r.wan(&tcp4(WEB, WAN_ADDR, 40_001, 8080, 1, None, true));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(r.fw.describe(d.by.unwrap()), "zone wan input policy");
+    // Hairpin: a LAN host using the WAN address reaches the server, seen from the router's
+    // LAN address so the answer comes back through the router.
+    let d = r.lan(&tcp4(LAN_HOST, WAN_ADDR, 45_000, 8080, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    assert!(d.translated, "{d:?}");
+    let (src, dst, _, dport) = checked(r.fw.frame());
+    assert_eq!(
+        (src, dst, dport),
+        (IpAddr::from([192, 168, 1, 1]), IpAddr::from(server), 80)
+    );
 }
 
 #[test]

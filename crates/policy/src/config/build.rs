@@ -38,6 +38,7 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "accept_established",
     "reject_limit",
     "log_limit",
+    "nat_ports",
     "input",
     "output",
     "forward",
@@ -679,6 +680,11 @@ fn defaults(cx: &mut Cx, sec: Section, d: &mut Defaults) -> ZoneFallback {
     }
     if let Some(l) = limit_field(cx, sec, "log_limit") {
         d.log_limit = l;
+    }
+    if let Some(v) = sec.get("nat_ports") {
+        if let Some(r) = single_port_range(cx, v, "nat_ports") {
+            d.nat_ports = r;
+        }
     }
     ZoneFallback {
         input: policy_action(cx, sec, "input").unwrap_or(PolicyAction::Drop),

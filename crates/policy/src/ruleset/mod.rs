@@ -119,6 +119,11 @@ pub enum Decider {
     },
     /// The zone whose policy applies is not known.
     NoZone,
+    /// A new connection a port forward translated (index into `policy.port_forwards`):
+    /// accepted without a rule, like nftables' `ct status dnat accept`.
+    PortForward(u32),
+    /// NAT could not translate the packet (`nat-ports-exhausted`).
+    Nat,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -467,6 +472,14 @@ impl Ruleset {
                 format!("zone {} {} policy", zone(z), chain.name())
             }
             Decider::NoZone => "no zone".into(),
+            Decider::PortForward(i) => {
+                let pf = usize::try_from(i).ok().and_then(|i| p.port_forwards.get(i));
+                match pf.and_then(|f| f.name.as_deref()) {
+                    Some(n) => format!("port forward {n}"),
+                    None => format!("port forward #{}", u64::from(i) + 1),
+                }
+            }
+            Decider::Nat => "nat".into(),
         }
     }
 

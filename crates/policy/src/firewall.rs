@@ -239,13 +239,22 @@ impl Firewall {
             binding = Some((id, Way::Original));
         }
         let mut translated = pre.rewritten;
+        let mut new_src = None;
         if let (true, Some((id, way)), Some(h)) = (accepted, binding, &h) {
-            translated = nat.postrouting(id, way, h, data, &mut frame, translated);
+            new_src = nat.postrouting(id, way, h, data, &mut frame, translated);
+            translated |= new_src.is_some();
         }
         if translated && accepted {
             d.translated = true;
             d.arrived = pre.arrived.or(h.map(|h| h.tuple));
-            d.leaves = headers::read(link, &frame).map(|x| x.tuple);
+            // As it leaves: what tracking saw, with the source postrouting gave it.
+            d.leaves = pre.middle.map(|mut t| {
+                if let Some((a, p)) = new_src {
+                    t.src = a;
+                    t.sport = p;
+                }
+                t
+            });
         }
         self.frame = frame;
         self.nat = Some(nat);

@@ -60,8 +60,14 @@ pub(crate) struct Nat {
     middle: HashMap<Tuple5, BindingId, ahash::RandomState>,
     /// Bindings in the order they are checked for a connection that has gone.
     order: VecDeque<BindingId>,
+    /// Packets seen, and binding checks owed for bindings created since the last packet.
+    tick: u32,
+    owed: usize,
     pub stats: NatStats,
 }
+
+/// How many packets pass between two routine binding checks.
+const SWEEP_EVERY: u32 = 8;
 
 /// The tuple the engine tracks a binding's connection under: the original source, the
 /// translated destination.
@@ -106,6 +112,8 @@ impl Nat {
             table: NatTable::new(policy.defaults.nat_ports, key),
             middle: HashMap::with_hasher(ahash::RandomState::with_seeds(d, c, b, a)),
             order: VecDeque::new(),
+            tick: 0,
+            owed: 0,
             stats: NatStats::default(),
         }
     }
@@ -115,6 +123,7 @@ impl Nat {
             self.middle.insert(middle_of(b), id);
             self.order.push_back(id);
             self.stats.created += 1;
+            self.owed += 2;
         }
     }
 
@@ -134,9 +143,19 @@ impl Nat {
         self.middle.get(t).copied()
     }
 
-    /// Checks one binding: if its connection has left the table, its port returns to the
-    /// pool. One per packet keeps the cost flat and the pool from leaking.
+    /// Checks bindings whose connections may have left the table, so their ports return to
+    /// the pool: one every `SWEEP_EVERY` packets, and two more for every binding created, so
+    /// the queue drains at least as fast as it fills and the cost per packet stays flat.
     pub fn sweep(&mut self, engine: &mut Engine, now: Time) {
+        self.tick = self.tick.wrapping_add(1);
+        let due = usize::from(self.tick.is_multiple_of(SWEEP_EVERY)) + self.owed;
+        self.owed = 0;
+        for _ in 0..due {
+            self.sweep_one(engine, now);
+        }
+    }
+
+    fn sweep_one(&mut self, engine: &mut Engine, now: Time) {
         let Some(id) = self.order.pop_front() else {
             return;
         };
@@ -310,7 +329,8 @@ impl Nat {
     }
 
     /// Postrouting: the source rewrite a binding asks for, in place on `frame` (a copy of
-    /// the packet made here if prerouting did not already make one).
+    /// the packet made here if prerouting did not already make one). Returns the new source
+    /// when it rewrote the packet.
     pub fn postrouting(
         &mut self,
         id: BindingId,
@@ -319,20 +339,20 @@ impl Nat {
         data: &[u8],
         frame: &mut Vec<u8>,
         rewritten: bool,
-    ) -> bool {
-        let Some(b) = self.table.get(id) else {
-            return rewritten;
-        };
-        let to = match way {
-            Way::Original => (b.translated.src, b.translated.sport),
-            Way::Reply => (b.original.dst, b.original.dport),
-        };
-        let from = match way {
-            Way::Original => (b.original.src, b.original.sport),
-            Way::Reply => (b.translated.dst, b.translated.dport),
+    ) -> Option<(IpAddr, u16)> {
+        let b = self.table.get(id)?;
+        let (from, to) = match way {
+            Way::Original => (
+                (b.original.src, b.original.sport),
+                (b.translated.src, b.translated.sport),
+            ),
+            Way::Reply => (
+                (b.translated.dst, b.translated.dport),
+                (b.original.dst, b.original.dport),
+            ),
         };
         if to == from {
-            return rewritten;
+            return None;
         }
         if !rewritten {
             frame.clear();
@@ -341,10 +361,10 @@ impl Nat {
         let ok = frame
             .get_mut(h.ip_offset..)
             .is_some_and(|ip| nat::rewrite(ip, Some(to), None).is_ok());
-        if ok {
-            self.stats.rewritten += u64::from(!rewritten);
+        if ok && !rewritten {
+            self.stats.rewritten += 1;
         }
-        ok || rewritten
+        ok.then_some(to)
     }
 
     fn rewrite(

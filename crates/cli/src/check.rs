@@ -179,6 +179,43 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
         }
         writeln!(out)?;
     }
+    if !p.snat.is_empty() {
+        heading(out, "static source NAT", p.snat.len())?;
+        for (i, x) in p.snat.iter().enumerate() {
+            let label = x.name.clone().unwrap_or_else(|| format!("snat #{}", i + 1));
+            let to: Vec<String> = x.to.iter().map(ToString::to_string).collect();
+            write!(
+                out,
+                "  {label}  to {}  -> {}",
+                describe_zone(p, Some(ZoneSel::Zone(x.dest))),
+                to.join(", ")
+            )?;
+            if !x.src_addr.is_any() {
+                let m = keepstate_policy::model::Match {
+                    src_addr: x.src_addr.clone(),
+                    ..Default::default()
+                };
+                write!(out, "  {}", describe_match(p, &m))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    if !p.one_to_one.is_empty() {
+        heading(out, "1:1 NAT", p.one_to_one.len())?;
+        for (i, x) in p.one_to_one.iter().enumerate() {
+            let label = x
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("one_to_one #{}", i + 1));
+            writeln!(
+                out,
+                "  {label}  {} <-> {} towards {}",
+                x.internal,
+                x.external,
+                describe_zone(p, Some(ZoneSel::Zone(x.zone)))
+            )?;
+        }
+    }
     Ok(())
 }
 

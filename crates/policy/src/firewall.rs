@@ -17,7 +17,7 @@ use crate::nat::{BindingId, Tuple5};
 use crate::reject;
 use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
 use crate::topology::Topology;
-use crate::translate::{headers, Nat, NatStats, Pre, Way};
+use crate::translate::{self, headers, Nat, NatStats, Pre, Way};
 
 /// What the caller knows about where a packet came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -478,8 +478,8 @@ impl Ctx<'_, '_> {
             })
     }
 
-    /// Binds a new connection leaving through a masquerading zone to the egress interface's
-    /// address. `Err` when no port is free.
+    /// Binds a new connection leaving through a zone with source NAT (static SNAT, 1:1 NAT
+    /// or masquerade) to its new source. `Err` when no port is free.
     fn masquerade(&mut self, v: &View, out_iface: Option<IfaceId>) -> Result<(), ()> {
         let Some(nc) = self.nat.as_mut() else {
             return Ok(());
@@ -493,17 +493,11 @@ impl Ctx<'_, '_> {
         let Some(out) = out_iface.and_then(|i| self.policy.interfaces.get(usize::from(i))) else {
             return Ok(());
         };
-        let Some(zone) = self.policy.zones.get(usize::from(out.zone)) else {
+        let masq = out.addrs.iter().find(|n| n.addr.is_ipv4()).map(|n| n.addr);
+        let Some((to, mapping)) = translate::source_for(self.policy, out.zone, v.src, masq) else {
             return Ok(());
         };
-        // IPv6 is routed, not masqueraded, as fw4 does unless told otherwise.
-        if !zone.masquerade || !v.src.is_ipv4() {
-            return Ok(());
-        }
-        let Some(to) = out.addrs.iter().find(|n| n.addr.is_ipv4()).map(|n| n.addr) else {
-            return Ok(());
-        };
-        match nc.nat.masquerade(&middle, to, zone.mapping, self.now) {
+        match nc.nat.masquerade(&middle, to, mapping, self.now) {
             Ok(id) => {
                 nc.new_binding = Some(id);
                 Ok(())

@@ -355,6 +355,28 @@ pub struct PortForward {
     pub span: Span,
 }
 
+/// Static source NAT: new connections leaving through `dest` from `src_addr` get a source
+/// address from `to` (one address, or a pool: a source always gets the same pool address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snat {
+    pub name: Option<String>,
+    pub dest: ZoneId,
+    pub src_addr: AddrMatch,
+    pub to: Vec<IpAddr>,
+    pub span: Span,
+}
+
+/// 1:1 NAT (pf's `binat`): `internal` appears as `external` towards `zone`, in both
+/// directions. Unlike a port forward it opens nothing: rules decide what may come in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OneToOne {
+    pub name: Option<String>,
+    pub zone: ZoneId,
+    pub internal: IpAddr,
+    pub external: IpAddr,
+    pub span: Span,
+}
+
 /// Global settings (OpenWrt's `config defaults`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Defaults {
@@ -417,6 +439,9 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     pub notrack: Vec<NotrackRule>,
     pub port_forwards: Vec<PortForward>,
+    /// Static source NAT, first match wins, before masquerade.
+    pub snat: Vec<Snat>,
+    pub one_to_one: Vec<OneToOne>,
 }
 
 impl Policy {
@@ -434,9 +459,12 @@ impl Policy {
             .and_then(|i| IfaceId::try_from(i).ok())
     }
 
-    /// Whether the policy asks for address translation (masquerade or port forwards).
+    /// Whether the policy asks for address translation.
     pub fn uses_nat(&self) -> bool {
-        self.zones.iter().any(|z| z.masquerade) || !self.port_forwards.is_empty()
+        self.zones.iter().any(|z| z.masquerade)
+            || !self.port_forwards.is_empty()
+            || !self.snat.is_empty()
+            || !self.one_to_one.is_empty()
     }
 
     /// How messages and traces name rule `index` (0-based).

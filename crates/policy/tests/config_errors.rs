@@ -993,3 +993,41 @@ fn server_example() {
     assert!(ssh.limit.unwrap().per_source);
     assert_eq!(p.rules[0].action, Action::Drop, "the blocklist comes first");
 }
+
+#[test]
+fn snat_needs_a_source_address() {
+    error_at(
+        "\n[[snat]]\ndest = \"wan\"\nsrc_ip = \"192.168.1.0/24\"\n",
+        2,
+        1,
+        "[[snat]] needs `to`",
+    );
+    error_at(
+        "\n[[snat]]\ndest = \"wan\"\nto = \"203.0.113.0/28\"\n",
+        4,
+        6,
+        "`to` must be a single address",
+    );
+}
+
+#[test]
+fn one_to_one_needs_one_zone_and_matching_families() {
+    error_at(
+        "\n[[one_to_one]]\nzone = \"*\"\ninternal_ip = \"192.168.1.5\"\nexternal_ip = \"203.0.113.5\"\n",
+        3,
+        8,
+        "must name one zone",
+    );
+    error_at(
+        "\n[[one_to_one]]\nzone = \"wan\"\ninternal_ip = \"192.168.1.5\"\nexternal_ip = \"2001:db8::5\"\n",
+        5,
+        1,
+        "different families",
+    );
+    let text = format!(
+        "{BASE}\n[[one_to_one]]\nzone = \"wan\"\ninternal_ip = \"192.168.1.5\"\nexternal_ip = \"203.0.113.5\"\n"
+    );
+    let p = parse(&text).unwrap().policy;
+    assert_eq!(p.one_to_one.len(), 1);
+    assert!(p.uses_nat());
+}

@@ -588,3 +588,119 @@ fn server_example_is_spi_without_nat() {
     assert!(accepted(&d), "{d:?}");
     assert_eq!(d.outcome.state, CtState::Established);
 }
+
+const STATIC_NAT: &str = r#"
+[[interface]]
+name = "lan0"
+zone = "lan"
+address = "192.168.1.1/24"
+[[interface]]
+name = "wan0"
+zone = "wan"
+address = "203.0.113.2/24"
+default_route = true
+[[zone]]
+name = "lan"
+input = "accept"
+output = "accept"
+forward = "accept"
+[[zone]]
+name = "wan"
+input = "drop"
+output = "accept"
+forward = "drop"
+masquerade = true
+[[forwarding]]
+src = "lan"
+dest = "wan"
+[[snat]]
+name = "office"
+dest = "wan"
+src_ip = "192.168.1.64/26"
+to = ["203.0.113.70", "203.0.113.71"]
+[[one_to_one]]
+name = "camera"
+zone = "wan"
+internal_ip = "192.168.1.50"
+external_ip = "203.0.113.50"
+[[rule]]
+name = "Allow-Camera-HTTPS"
+src = "wan"
+dest = "lan"
+dest_ip = "192.168.1.50"
+proto = "tcp"
+dest_port = 443
+action = "accept"
+"#;
+
+#[test]
+fn static_snat_pool_keeps_each_host_on_one_address() {
+    let mut r = rig(STATIC_NAT);
+    let mut seen = Vec::new();
+    for host in 64..72u8 {
+        let mut firsts = Vec::new();
+        for port in [1000u16, 2000] {
+            let d = r.lan(&udp4([192, 168, 1, host], WEB, port, 53, b"q"));
+            assert!(accepted(&d), "{d:?}");
+            firsts.push(checked(r.fw.frame()).0);
+        }
+        // The same host always gets the same pool address.
+        assert_eq!(firsts[0], firsts[1]);
+        assert!(
+            firsts[0] == IpAddr::from([203, 0, 113, 70])
+                || firsts[0] == IpAddr::from([203, 0, 113, 71]),
+            "{firsts:?}"
+        );
+        seen.push(firsts[0]);
+    }
+    // Both pool addresses are used.
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 2);
+    // Outside the SNAT's sources: masquerade.
+    r.lan(&udp4([192, 168, 1, 20], WEB, 1000, 53, b"q"));
+    assert_eq!(checked(r.fw.frame()).0, IpAddr::from(WAN_ADDR));
+}
+
+#[test]
+fn one_to_one_nat_both_ways_with_rules_deciding() {
+    let mut r = rig(STATIC_NAT);
+    let camera = [192, 168, 1, 50];
+    let external = [203, 0, 113, 50];
+    // Outbound: the camera appears as its own outside address, port kept.
+    let d = r.lan(&tcp4(camera, WEB, 33_000, 443, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(external), IpAddr::from(WEB), 33_000, 443)
+    );
+    let d = r.wan(&tcp4(WEB, external, 443, 33_000, 7, Some(2), true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(WEB), IpAddr::from(camera), 443, 33_000)
+    );
+    // Inbound to the outside address: translated, then judged by the rules on the inside
+    // address. HTTPS is allowed...
+    let d = r.wan(&tcp4(SCANNER, external, 40_000, 443, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(r.fw.describe(d.by.unwrap()), "Allow-Camera-HTTPS");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(SCANNER), IpAddr::from(camera), 40_000, 443)
+    );
+    // ...and the camera's answer leaves from the outside address.
+    let d = r.lan(&tcp4(camera, SCANNER, 443, 40_000, 9, Some(2), true));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(
+        checked(r.fw.frame()),
+        (IpAddr::from(external), IpAddr::from(SCANNER), 443, 40_000)
+    );
+    // ...telnet is not, and the dropped connection leaves no binding or entry behind.
+    let bindings = r.fw.nat_bindings();
+    let entries = r.fw.engine().len();
+    let d = r.wan(&tcp4(SCANNER, external, 40_001, 23, 1, None, true));
+    assert_eq!(d.verdict, Verdict::Drop);
+    assert_eq!(r.fw.nat_bindings(), bindings);
+    assert_eq!(r.fw.engine().len(), entries);
+}

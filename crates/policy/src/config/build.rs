@@ -19,6 +19,7 @@ use crate::model::{
     Mapping, Match, NotrackRule, Policy, PolicyAction, PortForward, PortMatch, PrefixSet,
     RejectCode, Rule, SetId, Span, StateSet, TcpFlagsMatch, Tracking, Zone, ZoneId, ZoneSel,
 };
+use crate::model::{OneToOne, Snat};
 
 type Val<'i> = Spanned<DeValue<'i>>;
 
@@ -32,6 +33,8 @@ const TOP_FIELDS: &[&str] = &[
     "rule",
     "notrack",
     "port_forward",
+    "snat",
+    "one_to_one",
 ];
 const DEFAULTS_FIELDS: &[&str] = &[
     "drop_invalid",
@@ -391,9 +394,25 @@ pub(super) fn document(cx: &mut Cx) -> Option<Policy> {
             forwards.push(p);
         }
     }
+    let mut snats = Vec::new();
+    let mut snat_names = Names::new("snat");
+    for s in array(cx, top, "snat") {
+        if let Some(x) = snat(cx, s, &refs, &mut snat_names) {
+            snats.push(x);
+        }
+    }
+    let mut binats = Vec::new();
+    let mut binat_names = Names::new("one_to_one");
+    for s in array(cx, top, "one_to_one") {
+        if let Some(x) = one_to_one(cx, s, &refs, &mut binat_names) {
+            binats.push(x);
+        }
+    }
     policy.rules = rules;
     policy.notrack = notrack;
     policy.port_forwards = forwards;
+    policy.snat = snats;
+    policy.one_to_one = binats;
     Some(policy)
 }
 
@@ -1899,6 +1918,125 @@ fn port_forward(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Op
         internal_port,
         src_addr,
         reflection,
+        span: cx.span(sec.at),
+    })
+}
+
+const SNAT_FIELDS: &[&str] = &["name", "dest", "src_ip", "to"];
+const ONE_TO_ONE_FIELDS: &[&str] = &["name", "zone", "internal_ip", "external_ip"];
+
+/// A single address (not a prefix) in `field`.
+fn one_address(cx: &mut Cx, v: &Val, field: &str) -> Option<IpAddr> {
+    let s = cx.string(v, field, "an address as a string")?;
+    if s.contains('/') {
+        cx.error(
+            v.span().start,
+            format!("`{field}` must be a single address, not a prefix"),
+        );
+        return None;
+    }
+    match values::prefix(s.trim(), false) {
+        Ok(p) => Some(p.addr),
+        Err(e) => {
+            cx.value_error(v, s, e);
+            None
+        }
+    }
+}
+
+/// The zone named by `field`, which must be a single zone (not "*").
+fn one_zone(cx: &mut Cx, sec: Section, field: &str, what: &str, refs: &Refs) -> Option<ZoneId> {
+    match zone_sel(cx, sec, field, refs.zones, false) {
+        Some(Some(ZoneSel::Zone(z))) => Some(z),
+        Some(None) => {
+            cx.error(sec.at, format!("{what} needs `{field}`: a zone name"));
+            None
+        }
+        Some(Some(ZoneSel::Any)) => {
+            cx.error(
+                sec.key_at(field),
+                format!("`{field}` must name one zone, not \"*\""),
+            );
+            None
+        }
+        None => None,
+    }
+}
+
+fn snat(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Option<Snat> {
+    check_fields(cx, sec, SNAT_FIELDS, &[]);
+    let before = cx.errors.len();
+    let name = rule_name(cx, sec, names);
+    let dest = one_zone(cx, sec, "dest", "[[snat]]", refs);
+    let src_addr = match sec.get("src_ip") {
+        Some(v) => addr_match(cx, v, "src_ip", refs).unwrap_or_default(),
+        None => AddrMatch::default(),
+    };
+    let mut to = Vec::new();
+    match sec.get("to") {
+        None => cx.error(
+            sec.at,
+            "[[snat]] needs `to`: the source address, or a list of them (a pool)",
+        ),
+        Some(v) => {
+            for item in list(v) {
+                if let Some(a) = one_address(cx, item, "to") {
+                    to.push(a);
+                }
+            }
+        }
+    }
+    if to
+        .iter()
+        .any(|a| a.is_ipv4() != to.first().is_some_and(|f| f.is_ipv4()))
+    {
+        cx.error(
+            sec.key_at("to"),
+            "the addresses in `to` are of different families",
+        );
+    }
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(Snat {
+        name,
+        dest: dest?,
+        src_addr,
+        to,
+        span: cx.span(sec.at),
+    })
+}
+
+fn one_to_one(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Option<OneToOne> {
+    check_fields(cx, sec, ONE_TO_ONE_FIELDS, &[]);
+    let before = cx.errors.len();
+    let name = rule_name(cx, sec, names);
+    let zone = one_zone(cx, sec, "zone", "[[one_to_one]]", refs);
+    let addr = |cx: &mut Cx, field: &str| match sec.get(field) {
+        Some(v) => one_address(cx, v, field),
+        None => {
+            cx.error(sec.at, format!("[[one_to_one]] needs `{field}`"));
+            None
+        }
+    };
+    let internal = addr(cx, "internal_ip");
+    let external = addr(cx, "external_ip");
+    if let (Some(i), Some(e)) = (internal, external) {
+        if i.is_ipv4() != e.is_ipv4() {
+            cx.error(
+                sec.key_at("external_ip"),
+                "`external_ip` and `internal_ip` are of different families",
+            );
+        }
+    }
+    if cx.errors.len() != before {
+        return None;
+    }
+    Some(OneToOne {
+        name,
+        zone: zone?,
+        internal: internal?,
+        external: external?,
         span: cx.span(sec.at),
     })
 }

@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! [defaults]                      # drop_invalid, accept_established, reject_limit,
-//!                                 # log_limit, and input/output/forward for zones
+//!                                 # log_limit, nat_ports, input/output/forward for zones
 //! [tracking]                      # max_connections, tcp_loose, tcp_liberal, verify_checksums
 //! [tracking.timeouts]             # seconds, named as keepstate_engine::Timeouts' fields
 //! [[interface]]                   # name, zone, address, routes, default_route, ifindex, mac
@@ -16,6 +16,8 @@
 //! [[notrack]]                     # like a rule, but only what is known before tracking
 //! [[port_forward]]                # name, src, proto, external_ip, external_port,
 //!                                 # internal_ip, internal_port, src_ip, reflection
+//! [[snat]]                        # name, dest, src_ip, to (an address or a pool)
+//! [[one_to_one]]                  # name, zone, internal_ip, external_ip
 //! ```
 //!
 //! A rule has `src` and/or `dest` (a zone name or `"*"`; leaving `dest` out means traffic to

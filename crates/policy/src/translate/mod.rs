@@ -69,6 +69,67 @@ pub(crate) struct Nat {
 /// How many packets pass between two routine binding checks.
 const SWEEP_EVERY: u32 = 8;
 
+/// Where a packet arriving from `in_zone` for a 1:1 NAT's outside address goes.
+fn one_to_one_inbound(
+    policy: &Policy,
+    in_zone: Option<ZoneId>,
+    t: &Tuple5,
+) -> Option<(IpAddr, u16)> {
+    let z = in_zone?;
+    policy
+        .one_to_one
+        .iter()
+        .find(|b| b.zone == z && b.external == t.dst)
+        .map(|b| (b.internal, t.dport))
+}
+
+/// The source a new connection from `src` leaving into `zone` is given, if any: the first
+/// matching static SNAT (a pool address chosen by the source, so a host keeps its address),
+/// then a 1:1 NAT for the host, then the zone's masquerade address `masq` (IPv4 only).
+pub(crate) fn source_for(
+    policy: &Policy,
+    zone: ZoneId,
+    src: IpAddr,
+    masq: Option<IpAddr>,
+) -> Option<(IpAddr, Mapping)> {
+    for s in &policy.snat {
+        if s.dest != zone || !addr_match(policy, &s.src_addr, src) {
+            continue;
+        }
+        let same: Vec<&IpAddr> =
+            s.to.iter()
+                .filter(|a| a.is_ipv4() == src.is_ipv4())
+                .collect();
+        if same.is_empty() {
+            continue;
+        }
+        let h = match src {
+            IpAddr::V4(a) => a.octets().iter().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            }),
+            IpAddr::V6(a) => a.octets().iter().fold(0x811c_9dc5u32, |h, b| {
+                (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+            }),
+        };
+        let pick = usize::try_from(h).unwrap_or(0) % same.len();
+        return same
+            .get(pick)
+            .map(|a| (**a, Mapping::AddressAndPortDependent));
+    }
+    if let Some(b) = policy
+        .one_to_one
+        .iter()
+        .find(|b| b.zone == zone && b.internal == src)
+    {
+        return Some((b.external, Mapping::EndpointIndependent));
+    }
+    let zm = policy.zones.get(usize::from(zone))?;
+    if zm.masquerade && src.is_ipv4() {
+        return masq.map(|a| (a, zm.mapping));
+    }
+    None
+}
+
 /// The tuple the engine tracks a binding's connection under: the original source, the
 /// translated destination.
 fn middle_of(b: &nat::Binding) -> Tuple5 {
@@ -91,7 +152,7 @@ fn reversed(t: &Tuple5) -> Tuple5 {
     }
 }
 
-fn addr_match(policy: &Policy, m: &AddrMatch, a: IpAddr) -> bool {
+pub(crate) fn addr_match(policy: &Policy, m: &AddrMatch, a: IpAddr) -> bool {
     if m.items.is_empty() {
         return !m.negate;
     }
@@ -211,6 +272,17 @@ impl Nat {
                         pre.binding = Some((id, Way::Reply));
                         pre.rewritten = self.rewrite_error(h, data, frame, inside);
                     }
+                }
+            }
+        } else if let Some(to) = one_to_one_inbound(policy, in_zone, &t) {
+            // 1:1 NAT opens nothing by itself: the rules judge the translated connection.
+            if let Ok(id) = self.table.dnat(&t, to, now) {
+                pre.tentative = Some(id);
+                pre.binding = Some((id, Way::Original));
+                pre.rewritten = self.rewrite(h, data, frame, None, Some(to));
+                if !pre.rewritten {
+                    self.table.release(id);
+                    pre = Pre::default();
                 }
             }
         } else if let Some((i, to, hairpin_src)) = self.port_forward(policy, topo, in_zone, &t) {

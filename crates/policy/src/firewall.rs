@@ -243,6 +243,11 @@ impl Firewall {
         if let (true, Some((id, way)), Some(h)) = (accepted, binding, &h) {
             new_src = nat.postrouting(id, way, h, data, &mut frame, translated);
             translated |= new_src.is_some();
+        } else if let (true, None, Some(h)) = (accepted, binding, &h) {
+            if h.quoted.is_some() && !translated && nat.error_outbound(h, data, &mut frame) {
+                translated = true;
+                new_src = headers::read(link, &frame).map(|x| (x.tuple.src, x.tuple.sport));
+            }
         }
         if translated && accepted {
             d.translated = true;

@@ -285,6 +285,7 @@ reflection = true
         checked(r.fw.frame()),
         (IpAddr::from(SCANNER), IpAddr::from(server), 40_000, 80)
     );
+    let as_delivered = r.fw.frame()[14..].to_vec();
     // The server's answer leaves from the WAN address and port the client used.
     let d = r.lan(&tcp4(server, SCANNER, 80, 40_000, 500, Some(2), true));
     assert!(accepted(&d), "{d:?}");

@@ -439,6 +439,37 @@ impl Nat {
         ok.then_some(to)
     }
 
+    /// An ICMP error an inside host sends about a translated connection (a port-forward
+    /// server's port unreachable, a LAN host refusing a masqueraded reply) leaves from the
+    /// outside address, quoting the packet as the outside knew it. Returns whether `frame`
+    /// now holds the rewritten error.
+    pub fn error_outbound(&mut self, h: &Headers, data: &[u8], frame: &mut Vec<u8>) -> bool {
+        let Some(q) = h.quoted else {
+            return false;
+        };
+        // About a packet of the reply direction (masquerade) or of the original direction
+        // (port forward), as tracking saw it.
+        let outside = if let Some(b) = self.by_middle(&reversed(&q)).and_then(|id| self.table.get(id)) {
+            (b.translated.src, b.translated.sport)
+        } else if let Some(b) = self.by_middle(&q).and_then(|id| self.table.get(id)) {
+            (b.original.dst, b.original.dport)
+        } else {
+            return false;
+        };
+        if outside == (q.dst, q.dport) {
+            return false;
+        }
+        frame.clear();
+        frame.extend_from_slice(data);
+        let ok = frame.get_mut(h.ip_offset..).is_some_and(|ip| {
+            nat::rewrite_icmp_error_outer(ip, Some(outside.0), None, None, Some(outside)).is_ok()
+        });
+        if ok {
+            self.stats.rewritten += 1;
+        }
+        ok
+    }
+
     fn rewrite(
         &mut self,
         h: &Headers,

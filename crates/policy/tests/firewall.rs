@@ -297,6 +297,41 @@ reflection = true
     assert!(listed
         .iter()
         .any(|c| c.original.dst == IpAddr::from(WAN_ADDR) && c.reply.src == IpAddr::from(server)));
+    // An ICMP error from the server about the forwarded packet leaves from the WAN address
+    // and quotes the packet as the client sent it (to the WAN address, port 8080).
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(server, SCANNER, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::Port,
+        ))
+        .write(&mut err, &as_delivered[..28])
+        .unwrap();
+    let d = r.lan(&err);
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.state, CtState::Related);
+    assert!(d.translated, "{d:?}");
+    let sent = r.fw.frame().to_vec();
+    let out = SlicedPacket::from_ethernet(&sent).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = out.net else {
+        panic!("expected IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.source, WAN_ADDR);
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    let Some(TransportSlice::Icmpv4(m)) = out.transport else {
+        panic!("expected ICMP")
+    };
+    assert_eq!(
+        m.checksum(),
+        m.header().icmp_type.calc_checksum(m.payload())
+    );
+    let quoted = etherparse::Ipv4HeaderSlice::from_slice(m.payload()).unwrap();
+    assert_eq!(quoted.destination(), WAN_ADDR);
+    assert_eq!(quoted.source(), SCANNER);
+    let qh = quoted.to_header();
+    assert_eq!(qh.header_checksum, qh.calc_header_checksum());
+    assert_eq!(&m.payload()[22..24], &8080u16.to_be_bytes());
     // A source outside the restriction is not forwarded: the router itself drops it.
     let d = r.wan(&tcp4(WEB, WAN_ADDR, 40_001, 8080, 1, None, true));
     assert_eq!(d.verdict, Verdict::Drop);

@@ -449,7 +449,10 @@ impl Nat {
         };
         // About a packet of the reply direction (masquerade) or of the original direction
         // (port forward), as tracking saw it.
-        let outside = if let Some(b) = self.by_middle(&reversed(&q)).and_then(|id| self.table.get(id)) {
+        let outside = if let Some(b) = self
+            .by_middle(&reversed(&q))
+            .and_then(|id| self.table.get(id))
+        {
             (b.translated.src, b.translated.sport)
         } else if let Some(b) = self.by_middle(&q).and_then(|id| self.table.get(id)) {
             (b.original.dst, b.original.dport)

@@ -686,19 +686,8 @@ impl Engine {
         (dst, dport): (IpAddr, u16),
         on: bool,
     ) -> bool {
-        let (Some((fs, s)), Some((fd, d))) = (wire::addr_of(src), wire::addr_of(dst)) else {
+        let Some(key) = key_of(proto, (src, sport), (dst, dport)) else {
             return false;
-        };
-        if fs != fd {
-            return false;
-        }
-        let key = Key {
-            src: s,
-            dst: d,
-            sport,
-            dport,
-            proto,
-            family: family_code(fs),
         };
         let hash = self.table.hash(&key);
         let Some((id, _)) = self.lookup(hash, &key) else {
@@ -723,25 +712,14 @@ impl Engine {
         dst: (IpAddr, u16),
     ) -> bool {
         self.advance(now);
-        let (Some((fs, s)), Some((fd, d))) = (wire::addr_of(src.0), wire::addr_of(dst.0)) else {
-            return false;
-        };
-        if fs != fd {
-            return false;
-        }
         // Echo is query class 0: the request's key is (identifier, class).
-        let (sport, dport) = if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
-            (src.1, 0)
+        let dport = if proto == PROTO_ICMP || proto == PROTO_ICMPV6 {
+            0
         } else {
-            (src.1, dst.1)
+            dst.1
         };
-        let key = Key {
-            src: s,
-            dst: d,
-            sport,
-            dport,
-            proto,
-            family: family_code(fs),
+        let Some(key) = key_of(proto, src, (dst.0, dport)) else {
+            return false;
         };
         let hash = self.table.hash(&key);
         self.lookup(hash, &key).is_some()
@@ -998,6 +976,20 @@ fn count(e: &mut Entry, dir: usize, len: u32) -> Res {
         CtState::New
     };
     Res::accept(state, Direction::from_index(dir))
+}
+
+/// The table key for a tuple given as addresses and ports; `None` for mixed families.
+fn key_of(proto: u8, src: (IpAddr, u16), dst: (IpAddr, u16)) -> Option<Key> {
+    let (fs, s) = wire::addr_of(src.0)?;
+    let (fd, d) = wire::addr_of(dst.0)?;
+    (fs == fd).then(|| Key {
+        src: s,
+        dst: d,
+        sport: src.1,
+        dport: dst.1,
+        proto,
+        family: family_code(fs),
+    })
 }
 
 /// Header facts for the outcome, from the parsed layers.

@@ -455,6 +455,29 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Records a decision taken before zones and routes are worked out.
+    fn decide_early(&mut self, verdict: Verdict, by: Decider) -> EngineVerdict {
+        self.judged = Some(Judged {
+            judgement: Judgement {
+                verdict,
+                by,
+                log: None,
+                reply: false,
+            },
+            chain: None,
+            in_iface: match self.ingress {
+                Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
+                Ingress::Unknown | Ingress::Local => None,
+            },
+            out_iface: None,
+        });
+        if verdict == Verdict::Accept {
+            EngineVerdict::Accept
+        } else {
+            EngineVerdict::Drop
+        }
+    }
+
     /// A reply that reached a masqueraded connection without having been translated back: it
     /// was addressed to the inside host directly. The state table tracks the inside tuple,
     /// so only this check keeps such packets out, as netfilter's reply tuple does.
@@ -569,59 +592,20 @@ impl Hooks for Ctx<'_, '_> {
 
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
         if self.bypasses_nat(out) {
-            self.judged = Some(Judged {
-                judgement: Judgement {
-                    verdict: Verdict::Drop,
-                    by: Decider::Nat,
-                    log: None,
-                    reply: false,
-                },
-                chain: None,
-                in_iface: None,
-                out_iface: None,
-            });
             self.nat_bypass = true;
-            return EngineVerdict::Drop;
+            return self.decide_early(Verdict::Drop, Decider::Nat);
         }
         // Most packets belong to known connections, and the first thing every chain does is
         // accept them: skip working out zones and routes for them.
         if self.accept_established && matches!(out.state, CtState::Established | CtState::Related) {
-            self.judged = Some(Judged {
-                judgement: Judgement {
-                    verdict: Verdict::Accept,
-                    by: Decider::Established,
-                    log: None,
-                    reply: false,
-                },
-                chain: None,
-                in_iface: match self.ingress {
-                    Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
-                    Ingress::Unknown | Ingress::Local => None,
-                },
-                out_iface: None,
-            });
-            return EngineVerdict::Accept;
+            return self.decide_early(Verdict::Accept, Decider::Established);
         }
         let Some((v, place)) = self.view(&out.meta, out.state, out) else {
             // No addresses: either not IP at all (ARP, LLDP: an IP firewall does not judge
             // them, as nftables' inet family does not see them), or IP too broken to read,
             // which is invalid and follows `drop_invalid`.
             if out.state == CtState::Invalid && self.drop_invalid {
-                self.judged = Some(Judged {
-                    judgement: Judgement {
-                        verdict: Verdict::Drop,
-                        by: Decider::DropInvalid,
-                        log: None,
-                        reply: false,
-                    },
-                    chain: None,
-                    in_iface: match self.ingress {
-                        Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
-                        Ingress::Unknown | Ingress::Local => None,
-                    },
-                    out_iface: None,
-                });
-                return EngineVerdict::Drop;
+                return self.decide_early(Verdict::Drop, Decider::DropInvalid);
             }
             return EngineVerdict::Accept;
         };

@@ -458,7 +458,9 @@ impl Engine {
         for &h in ring.iter().take(D.min(n)).flatten() {
             self.table.prefetch_entry(h);
         }
-        for (j, p) in batch.iter().enumerate() {
+        // `extend` over a slice iterator knows the exact length, so each outcome is written
+        // straight into its slot rather than built on the stack and copied by `push`.
+        out.extend(batch.iter().enumerate().map(|(j, p)| {
             let hint = ring[j % (2 * D)];
             if let Some(q) = batch.get(j + 2 * D) {
                 let h = self.peek_hash(q);
@@ -472,8 +474,8 @@ impl Engine {
                     self.table.prefetch_entry(h);
                 }
             }
-            out.push(self.process_hinted(p.now, p.link, p.data, p.wire_len, hint, hooks));
-        }
+            self.process_hinted(p.now, p.link, p.data, p.wire_len, hint, hooks)
+        }));
     }
 
     #[inline(always)]

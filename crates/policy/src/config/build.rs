@@ -373,47 +373,28 @@ pub(super) fn document(cx: &mut Cx) -> Option<Policy> {
         set_data: &policy.sets,
         iface_data: &policy.interfaces,
     };
-    let mut rules = Vec::new();
-    let mut rule_names = Names::new("rule");
-    for s in array(cx, top, "rule") {
-        if let Some(r) = rule(cx, s, &refs, &mut rule_names) {
-            rules.push(r);
-        }
-    }
-    let mut notrack = Vec::new();
-    let mut notrack_names = Names::new("notrack rule");
-    for s in array(cx, top, "notrack") {
-        if let Some(r) = notrack_rule(cx, s, &refs, &mut notrack_names) {
-            notrack.push(r);
-        }
-    }
-    let mut forwards = Vec::new();
-    let mut forward_names = Names::new("port forward");
-    for s in array(cx, top, "port_forward") {
-        if let Some(p) = port_forward(cx, s, &refs, &mut forward_names) {
-            forwards.push(p);
-        }
-    }
-    let mut snats = Vec::new();
-    let mut snat_names = Names::new("snat");
-    for s in array(cx, top, "snat") {
-        if let Some(x) = snat(cx, s, &refs, &mut snat_names) {
-            snats.push(x);
-        }
-    }
-    let mut binats = Vec::new();
-    let mut binat_names = Names::new("one_to_one");
-    for s in array(cx, top, "one_to_one") {
-        if let Some(x) = one_to_one(cx, s, &refs, &mut binat_names) {
-            binats.push(x);
-        }
-    }
-    policy.rules = rules;
-    policy.notrack = notrack;
-    policy.port_forwards = forwards;
-    policy.snat = snats;
-    policy.one_to_one = binats;
+    policy.rules = each(cx, top, "rule", "rule", &refs, rule);
+    policy.notrack = each(cx, top, "notrack", "notrack rule", &refs, notrack_rule);
+    policy.port_forwards = each(cx, top, "port_forward", "port forward", &refs, port_forward);
+    policy.snat = each(cx, top, "snat", "snat", &refs, snat);
+    policy.one_to_one = each(cx, top, "one_to_one", "one_to_one", &refs, one_to_one);
     Some(policy)
+}
+
+/// Every `[[key]]` section built by `build`, names checked for duplicates as `what`.
+fn each<'t, 'i, T>(
+    cx: &mut Cx,
+    top: Section<'t, 'i>,
+    key: &'static str,
+    what: &'static str,
+    refs: &Refs,
+    build: impl Fn(&mut Cx, Section<'t, 'i>, &Refs, &mut Names) -> Option<T>,
+) -> Vec<T> {
+    let mut names = Names::new(what);
+    array(cx, top, key)
+        .into_iter()
+        .filter_map(|s| build(cx, s, refs, &mut names))
+        .collect()
 }
 
 /// A `[name]` section, if present.

@@ -294,6 +294,7 @@ impl Firewall {
             notrack: None,
             judged: None,
             nat_bypass: false,
+            placed: None,
         };
         let mut outcome = self
             .engine
@@ -416,9 +417,12 @@ struct Ctx<'a, 'n> {
     notrack: Option<u32>,
     judged: Option<Judged>,
     nat_bypass: bool,
+    /// The packet's place, once the raw hook has worked it out.
+    placed: Option<Place>,
 }
 
 /// Where a packet is in the firewall: chain and interfaces.
+#[derive(Clone, Copy)]
 struct Place {
     chain: Chain,
     in_iface: Option<IfaceId>,
@@ -546,7 +550,8 @@ impl Ctx<'_, '_> {
         else {
             return None;
         };
-        let p = self.place(src, dst);
+        // Addresses and ingress do not change between the raw and filter hooks.
+        let p = self.placed.unwrap_or_else(|| self.place(src, dst));
         let v = View {
             chain: p.chain,
             in_zone: self.zone(p.in_iface),
@@ -583,9 +588,10 @@ impl Hooks for Ctx<'_, '_> {
             reason: None,
             meta: *meta,
         };
-        let Some((v, _)) = self.view(meta, CtState::Untracked, &probe) else {
+        let Some((v, place)) = self.view(meta, CtState::Untracked, &probe) else {
             return false;
         };
+        self.placed = Some(place);
         self.notrack = self.rules.notrack(&v);
         self.notrack.is_some()
     }

@@ -1797,24 +1797,8 @@ fn port_forward(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Op
             p
         }
     };
-    let single_addr = |cx: &mut Cx, field: &str| -> Option<IpAddr> {
-        let v = sec.get(field)?;
-        let s = cx.string(v, field, "an address as a string")?;
-        if s.contains('/') {
-            cx.error(
-                v.span().start,
-                format!("`{field}` must be a single address, not a prefix"),
-            );
-            return None;
-        }
-        match values::prefix(s.trim(), false) {
-            Ok(p) => Some(p.addr),
-            Err(e) => {
-                cx.value_error(v, s, e);
-                None
-            }
-        }
-    };
+    let single_addr =
+        |cx: &mut Cx, field: &str| sec.get(field).and_then(|v| one_address(cx, v, field));
     let external_addr = single_addr(cx, "external_ip");
     let internal_addr = single_addr(cx, "internal_ip");
     if sec.get("internal_ip").is_none() {

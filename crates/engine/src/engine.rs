@@ -1,8 +1,12 @@
 //! The engine: classifies each packet against the state table.
 
 use crate::config::Config;
+use crate::nat::{NatRequest, Translation};
 use crate::reason::DropReason;
-use crate::table::{Entry, Table, STATUS_ASSURED, STATUS_SEEN_REPLY};
+use crate::table::{
+    reverse, Entry, Found, NatExt, NatReleased, Table, FORM_KEY, NAT_DST, NAT_EIM, NAT_REPORT,
+    NAT_SRC, STATUS_ASSURED, STATUS_NAT, STATUS_SEEN_REPLY,
+};
 use crate::tcp::{self, Decision, TcpState};
 use crate::time::Time;
 use crate::wire::{
@@ -92,6 +96,8 @@ pub struct PacketMeta {
     pub dport: Option<u16>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
+    /// An ICMP or ICMPv6 query's identifier.
+    pub icmp_id: Option<u16>,
     pub tcp_flags: Option<u8>,
     /// IP datagram length (0 for non-IP).
     pub len: u32,
@@ -106,6 +112,9 @@ pub struct Outcome {
     pub dir: Option<Direction>,
     /// Why the packet is invalid or dropped.
     pub reason: Option<DropReason>,
+    /// The packet's connection has its destination translated (a port forward, 1:1 NAT):
+    /// `meta` shows the packet after that translation.
+    pub dnat: bool,
     pub meta: PacketMeta,
 }
 
@@ -152,6 +161,7 @@ impl Res {
             state: self.state,
             dir: self.dir,
             reason: self.reason,
+            dnat: false,
             meta,
         }
     }
@@ -179,6 +189,23 @@ pub trait Hooks {
     /// opened a connection removes the new entry again, so traffic the policy refuses never
     /// occupies the table.
     fn filter(&mut self, out: &Outcome) -> Verdict;
+
+    /// Asked when the filter accepted a packet that opened a connection: the address
+    /// translation to give it, if any (netfilter's NAT chains, which see only a connection's
+    /// first packet). When no port is free the packet is dropped with
+    /// [`DropReason::NatPortsExhausted`] and the connection is not kept.
+    #[inline(always)]
+    fn nat(&mut self, _out: &Outcome) -> Option<NatRequest> {
+        None
+    }
+
+    /// Whether source NAT may use `port` of `addr` for protocol `proto`, asked for each
+    /// candidate port of an [`crate::SnatRequest`] with `ask` set, on top of the engine's
+    /// own check that the translated connection would be unique.
+    #[inline(always)]
+    fn nat_port_usable(&mut self, _proto: u8, _addr: IpAddr, _port: u16) -> bool {
+        true
+    }
 }
 
 /// Tracking alone: nothing is exempted, and every verdict stays the engine's own.
@@ -315,12 +342,31 @@ pub struct Engine {
     scratch: Vec<u32>,
     /// The entry the packet being classified created, until the filter hook confirms it.
     created: Option<u32>,
+    /// How the packet being classified is translated, if its connection is.
+    xlate: Option<Translation>,
+    nat_stats: NatCounters,
+}
+
+/// Address translation counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NatCounters {
+    /// Connections given a translation.
+    pub created: u64,
+    /// New connections refused because no port was free.
+    pub exhausted: u64,
+    /// Packets matching a translated connection's untranslated tuple (a reply sent straight
+    /// to the inside address), refused.
+    pub bypass: u64,
 }
 
 impl Engine {
-    pub fn new(cfg: Config) -> Engine {
+    pub fn new(mut cfg: Config) -> Engine {
+        // Index slots keep two bits of an id for the tuple form.
+        cfg.max_connections = cfg.max_connections.min(crate::table::MAX_ENTRIES);
+        let mut table = Table::new(crate::table::Hashing::new(cfg.hash_key));
+        table.set_release_cap(cfg.max_connections as usize);
         Engine {
-            table: Table::new(crate::table::Hashing::new(cfg.hash_key)),
+            table,
             cfg,
             stats: Stats::default(),
             now: Time::ZERO,
@@ -328,7 +374,37 @@ impl Engine {
             now_ceil: 0,
             scratch: Vec::new(),
             created: None,
+            xlate: None,
+            nat_stats: NatCounters::default(),
         }
+    }
+
+    /// How the packet last processed is translated: `Some` when it belongs to a translated
+    /// connection (or an ICMP error quotes one) and must leave rewritten. Valid until the
+    /// next packet.
+    pub fn translation(&self) -> Option<&Translation> {
+        self.xlate.as_ref()
+    }
+
+    /// Translated connections in the table.
+    pub fn nat_connections(&self) -> usize {
+        self.table.nat_len()
+    }
+
+    pub fn nat_counters(&self) -> &NatCounters {
+        &self.nat_stats
+    }
+
+    /// Moves into `out` the endpoint-independent mappings whose connections have left the
+    /// table since the last call. Callers that ask for such mappings must collect them; at
+    /// most one per table slot is held, beyond that they are counted and dropped.
+    pub fn take_nat_released(&mut self, out: &mut Vec<NatReleased>) {
+        self.table.take_released(out);
+    }
+
+    /// Releases dropped because they were not collected in time.
+    pub fn nat_released_lost(&self) -> u64 {
+        self.table.released_lost()
     }
 
     pub fn config(&self) -> &Config {
@@ -403,8 +479,21 @@ impl Engine {
         self.advance(now);
         self.sweep_step();
         self.created = None;
+        self.xlate = None;
         let mut out = self.classify(link, data, wire_len, hint, hooks);
+        if let Some(x) = &self.xlate {
+            // Rules see the connection as tracking does: after destination NAT.
+            x.apply_to_meta(&mut out.meta);
+            out.dnat = x.destination_nat();
+        }
         out.verdict = hooks.filter(&out);
+        if out.verdict == Verdict::Accept {
+            if let Some(id) = self.created {
+                if let Some(req) = hooks.nat(&out) {
+                    self.attach_nat(id, &req, &mut out, hooks);
+                }
+            }
+        }
         if out.verdict == Verdict::Drop {
             self.unconfirm();
         }
@@ -514,6 +603,7 @@ impl Engine {
             dport: Some(f.tcp.dport),
             icmp_type: None,
             icmp_code: None,
+            icmp_id: None,
             tcp_flags: if tcp { Some(f.tcp.flags) } else { None },
             len: f.len,
         };
@@ -536,7 +626,10 @@ impl Engine {
             }
             None => self.table.hash(&key),
         };
-        let found = self.lookup(hash, &key);
+        let found = match self.lookup(hash, &key) {
+            Ok(f) => f,
+            Err(r) => return Res::invalid(r).with(meta),
+        };
         let res = if tcp {
             self.track_tcp(found, &f.tcp, &key, hash, f.len)
         } else {
@@ -626,7 +719,7 @@ impl Engine {
             return untracked(meta);
         }
         let hash = self.table.hash(&key);
-        self.track(&tr, &key, hash, ip.len, &ip.dst).with(meta)
+        self.track(&tr, &key, hash, &ip).with(meta)
     }
     /// Moves the clock forward (never back: a reordered capture must not revive entries).
     #[inline(always)]
@@ -692,7 +785,7 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        let Some((id, _)) = self.lookup(hash, &key) else {
+        let Ok(Some((id, _))) = self.lookup(hash, &key) else {
             return false;
         };
         let e = self.table.get_mut(id);
@@ -724,7 +817,10 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        self.lookup(hash, &key).is_some()
+        self.table.find(hash, &key, false).is_some_and(|f| {
+            let live = !self.table.get(f.id).expired(self.now_s());
+            live
+        })
     }
 
     /// Snapshots of every live connection.
@@ -733,31 +829,27 @@ impl Engine {
         self.table
             .iter()
             .filter(move |(_, e)| !e.expired(now_s))
-            .map(move |(_, e)| conn_view(e, now_s))
+            .map(move |(id, e)| {
+                let x = (e.status & STATUS_NAT != 0).then(|| self.table.ext(id));
+                conn_view(e, x, now_s)
+            })
     }
 
-    fn track(
-        &mut self,
-        tr: &Transport<'_>,
-        key: &Key,
-        hash: u64,
-        len: u32,
-        outer_dst: &Addr,
-    ) -> Res {
-        let found = self.lookup(hash, key);
+    fn track(&mut self, tr: &Transport<'_>, key: &Key, hash: u64, ip: &Ip<'_>) -> Res {
+        let len = ip.len;
+        if let Transport::Icmp(m) = tr {
+            if let IcmpKind::Error { .. } = m.kind {
+                return self.track_error(key, hash, ip);
+            }
+        }
+        let found = match self.lookup(hash, key) {
+            Ok(f) => f,
+            Err(r) => return Res::invalid(r),
+        };
         match tr {
             Transport::Tcp(seg) => self.track_tcp(found, seg, key, hash, len),
             Transport::Icmp(m) => match m.kind {
-                IcmpKind::Error { .. } => {
-                    let Some((_, dir)) = found else {
-                        return Res::invalid(DropReason::IcmpErrorNoConnection);
-                    };
-                    // The error must travel back to whoever sent the quoted packet.
-                    if *outer_dst != key.src {
-                        return Res::invalid(DropReason::IcmpErrorAddressMismatch);
-                    }
-                    Res::accept(CtState::Related, Direction::from_index(1 - dir))
-                }
+                IcmpKind::Error { .. } => Res::invalid(DropReason::IcmpErrorNoConnection),
                 IcmpKind::Query { reply, .. } => match found {
                     Some((id, dir)) if (dir == 1) == reply => {
                         let deadline = self.deadline(self.cfg.timeouts.icmp);
@@ -774,6 +866,27 @@ impl Engine {
                 self.track_udp(found, key, hash, len, generic)
             }
         }
+    }
+
+    /// An ICMP error, whose `key` is the quoted packet's. It is related to the connection
+    /// the quote belongs to, as the quote appears on either side of any translation.
+    fn track_error(&mut self, key: &Key, hash: u64, ip: &Ip<'_>) -> Res {
+        let Some(f) = self.table.find(hash, key, true) else {
+            return Res::invalid(DropReason::IcmpErrorNoConnection);
+        };
+        if self.table.get(f.id).expired(self.now_s()) {
+            self.table.remove(f.id);
+            self.stats.expired += 1;
+            return Res::invalid(DropReason::IcmpErrorNoConnection);
+        }
+        // The error must travel back to whoever sent the quoted packet.
+        if ip.dst != key.src {
+            return Res::invalid(DropReason::IcmpErrorAddressMismatch);
+        }
+        if self.table.get(f.id).status & STATUS_NAT != 0 {
+            self.translate_error(f, key, ip);
+        }
+        Res::accept(CtState::Related, Direction::from_index(1 - f.dir))
     }
 
     /// UDP, UDP-Lite and (`generic`) protocols tracked by addresses alone.
@@ -820,16 +933,228 @@ impl Engine {
         }
     }
 
-    /// Finds the entry for `key`, removing it instead if it has expired.
+    /// Finds the entry for `key`, removing it instead if it has expired. A packet of a
+    /// translated connection gets its translation; one that reached it untranslated where
+    /// it should have been is refused.
     #[inline(always)]
-    fn lookup(&mut self, hash: u64, key: &Key) -> Option<(u32, usize)> {
-        let (id, slot, dir) = self.table.find(hash, key)?;
-        if self.table.get(id).expired(self.now_s()) {
-            self.table.remove_at(id, slot);
+    fn lookup(&mut self, hash: u64, key: &Key) -> Result<Option<(u32, usize)>, DropReason> {
+        let Some(f) = self.table.find(hash, key, false) else {
+            return Ok(None);
+        };
+        let e = self.table.get(f.id);
+        if e.expired(self.now_s()) {
+            self.table.remove(f.id);
             self.stats.expired += 1;
+            return Ok(None);
+        }
+        if e.status & STATUS_NAT != 0 {
+            self.translate_packet(f)?;
+        }
+        Ok(Some((f.id, f.dir)))
+    }
+
+    /// The translation of a packet of a translated connection.
+    #[inline(never)]
+    fn translate_packet(&mut self, f: Found) -> Result<(), DropReason> {
+        let e = self.table.get(f.id);
+        let x = self.table.ext(f.id);
+        if f.form == FORM_KEY {
+            // The connection's own tuple is what tracking sees; on the wire only a
+            // direction that no translation touches may carry it.
+            let legit = if f.dir == 0 {
+                x.flags & NAT_DST == 0
+            } else {
+                x.flags & NAT_SRC == 0
+            };
+            if !legit {
+                self.nat_stats.bypass += 1;
+                return Err(DropReason::NatBypass);
+            }
+        }
+        let (a0, a1) = (x.arrive_original(&e.key), x.arrive_reply(&e.key));
+        let (a, l) = if f.dir == 0 {
+            (a0, reverse(&a1))
+        } else {
+            (a1, reverse(&a0))
+        };
+        self.xlate = Some(Translation::packet(&a, &l, f.dir, x.flags & NAT_DST != 0));
+        Ok(())
+    }
+
+    /// The translation of an ICMP error quoting a packet of a translated connection: when the
+    /// quote shows the packet as it left translated, the quote goes back to how its sender
+    /// knew it, and the error itself is translated like a packet travelling its way.
+    #[inline(never)]
+    fn translate_error(&mut self, f: Found, quoted: &Key, ip: &Ip<'_>) {
+        let e = self.table.get(f.id);
+        let x = self.table.ext(f.id);
+        let (a0, a1) = (x.arrive_original(&e.key), x.arrive_reply(&e.key));
+        let (l0, l1) = (reverse(&a1), reverse(&a0));
+        let dq = f.dir & 1;
+        let (aq, lq, ae, le) = if dq == 0 {
+            (a0, l0, a1, l1)
+        } else {
+            (a1, l1, a0, l0)
+        };
+        if *quoted != lq || aq == lq {
+            return;
+        }
+        let dnat = x.flags & NAT_DST != 0;
+        self.xlate = Some(Translation::error(ip, (&aq, &lq, dq), (&ae, &le), dnat));
+    }
+
+    /// Gives the connection `id` just opened the translation `req` asks for, choosing a
+    /// source port that keeps it unique; drops the packet when none is free.
+    #[inline(never)]
+    fn attach_nat<H: Hooks>(
+        &mut self,
+        id: u32,
+        req: &NatRequest,
+        out: &mut Outcome,
+        hooks: &mut H,
+    ) {
+        match self.nat_plan(id, req, hooks) {
+            Ok(Some((key, ext))) => {
+                let arrived = self.table.get(id).key;
+                self.table.set_nat(id, key, ext);
+                self.nat_stats.created += 1;
+                let a1 = ext.arrive_reply(&key);
+                let dnat = ext.flags & NAT_DST != 0;
+                let x = Translation::packet(&arrived, &reverse(&a1), 0, dnat);
+                x.apply_to_meta(&mut out.meta);
+                out.dnat = dnat;
+                self.xlate = Some(x);
+            }
+            Ok(None) => {}
+            Err(r) => {
+                self.nat_stats.exhausted += 1;
+                out.verdict = Verdict::Drop;
+                out.reason = Some(r);
+            }
+        }
+    }
+
+    /// The key and translation `req` gives the new connection `id`, or `None` when it
+    /// changes nothing.
+    fn nat_plan<H: Hooks>(
+        &mut self,
+        id: u32,
+        req: &NatRequest,
+        hooks: &mut H,
+    ) -> Result<Option<(Key, NatExt)>, DropReason> {
+        let exhausted = DropReason::NatPortsExhausted;
+        let mut m = self.table.get(id).key;
+        let mut x = NatExt::NONE;
+        let icmp = m.proto == PROTO_ICMP || m.proto == PROTO_ICMPV6;
+        if let Some((addr, port)) = req.dnat {
+            let (fam, a) = wire::addr_of(addr).ok_or(exhausted)?;
+            if family_code(fam) != m.family {
+                return Err(exhausted);
+            }
+            // An ICMP query's second "port" is its class, which translation never changes.
+            let port = if icmp { m.dport } else { port };
+            if (a, port) != (m.dst, m.dport) {
+                x.dnat = m.dst;
+                x.dnat_port = m.dport;
+                x.flags |= NAT_DST;
+                m.dst = a;
+                m.dport = port;
+            }
+        }
+        let mut snat = req.snat;
+        let mut forced = false;
+        if x.flags & NAT_DST != 0 && snat.is_none() && self.table.in_use(&m) {
+            // Another connection already has this tuple (one client reaching one server
+            // through two forwards): move the source port, as netfilter's implicit source
+            // binding does.
+            snat = Some(crate::nat::SnatRequest {
+                addr: addr_to_ip(family_of(m.family), &m.src),
+                preferred: None,
+                ask: false,
+                report: false,
+                endpoint_independent: false,
+            });
+            forced = true;
+        }
+        if let Some(s) = snat {
+            let (fam, sa) = wire::addr_of(s.addr).ok_or(exhausted)?;
+            if family_code(fam) != m.family {
+                return Err(exhausted);
+            }
+            let port = self
+                .pick_port(&m, sa, s, req.ports, forced, hooks)
+                .ok_or(exhausted)?;
+            if (sa, port) != (m.src, m.sport) {
+                x.snat = sa;
+                x.snat_port = port;
+                x.flags |= NAT_SRC;
+                if s.report {
+                    x.flags |= NAT_REPORT;
+                }
+                if s.endpoint_independent {
+                    x.flags |= NAT_EIM;
+                }
+            }
+        }
+        Ok((x.flags != 0).then_some((m, x)))
+    }
+
+    /// A source port (or ICMP identifier) for connection `m` leaving from `sa`: the one asked
+    /// for, else its own, else the first free one of `range` from a keyed offset, so the
+    /// choice cannot be predicted. Protocols without ports keep theirs or fail.
+    fn pick_port<H: Hooks>(
+        &self,
+        m: &Key,
+        sa: Addr,
+        s: crate::nat::SnatRequest,
+        range: (u16, u16),
+        forced: bool,
+        hooks: &mut H,
+    ) -> Option<u16> {
+        let mut free = |p: u16| {
+            if forced && (sa, p) == (m.src, m.sport) {
+                return false;
+            }
+            let reply = Key {
+                src: m.dst,
+                sport: m.dport,
+                dst: sa,
+                dport: p,
+                ..*m
+            };
+            if (sa, p) == (m.src, m.sport) {
+                // Untranslated: the connection's own tuple must be free.
+                if self.table.in_use(m) {
+                    return false;
+                }
+            } else if self.table.in_use(&reply) {
+                return false;
+            }
+            !s.ask || hooks.nat_port_usable(m.proto, s.addr, p)
+        };
+        if let Some(p) = s.preferred {
+            if free(p) {
+                return Some(p);
+            }
+        }
+        if free(m.sport) {
+            return Some(m.sport);
+        }
+        if !matches!(m.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6) {
             return None;
         }
-        Some((id, dir))
+        let (lo, hi) = if range.0 <= range.1 {
+            range
+        } else {
+            (range.1, range.0)
+        };
+        let size = u32::from(hi - lo) + 1;
+        #[allow(clippy::cast_possible_truncation)]
+        let start = (self.table.hash(m) % u64::from(size)) as u32;
+        (0..size).find_map(|i| {
+            let p = u16::try_from((start + i) % size).ok()?.checked_add(lo)?;
+            (p != m.sport && free(p)).then_some(p)
+        })
     }
 
     /// Counts a packet against an entry and refreshes its expiry.
@@ -946,6 +1271,8 @@ impl Engine {
             }
             Decision::Invalid(r) => Res::invalid(r),
             Decision::Reopen => {
+                // The old connection's translation goes with it; the new one gets its own.
+                self.xlate = None;
                 self.table.remove(id);
                 self.open_tcp(key, hash, seg, len)
             }
@@ -1019,6 +1346,9 @@ fn ip_meta(link: LinkInfo, ip: &Ip<'_>, tr: Option<&Transport<'_>>) -> PacketMet
         Some(Transport::Icmp(i)) => {
             m.icmp_type = Some(i.ty);
             m.icmp_code = Some(i.code);
+            if let IcmpKind::Query { id, .. } = i.kind {
+                m.icmp_id = Some(id);
+            }
         }
         _ => {}
     }
@@ -1031,6 +1361,7 @@ fn untracked(meta: PacketMeta) -> Outcome {
         state: CtState::Untracked,
         dir: None,
         reason: None,
+        dnat: false,
         meta,
     }
 }
@@ -1041,6 +1372,7 @@ fn invalid(meta: PacketMeta, reason: DropReason) -> Outcome {
         state: CtState::Invalid,
         dir: None,
         reason: Some(reason),
+        dnat: false,
         meta,
     }
 }
@@ -1083,24 +1415,32 @@ fn embedded_key(outer: &Ip<'_>, embedded: &[u8]) -> Result<Key, DropReason> {
     })
 }
 
-fn conn_view(entry: &Entry, now_s: u32) -> Conn {
-    let e = &entry.key;
-    let family = if e.family == 6 {
+fn family_of(code: u8) -> Family {
+    if code == 6 {
         Family::V6
     } else {
         Family::V4
+    }
+}
+
+fn conn_view(entry: &Entry, nat: Option<&NatExt>, now_s: u32) -> Conn {
+    let e = &entry.key;
+    let family = family_of(e.family);
+    // As netfilter lists a translated connection: the original tuple as the first packet
+    // arrived, the reply tuple as replies arrive.
+    let (o, r) = match nat {
+        Some(x) => (x.arrive_original(e), x.arrive_reply(e)),
+        None => (*e, reverse(e)),
     };
-    let src = addr_to_ip(family, &e.src);
-    let dst = addr_to_ip(family, &e.dst);
     let (l4o, l4r) = match e.proto {
         PROTO_TCP | PROTO_UDP | 136 | 33 | 132 => (
             L4Tuple::Ports {
-                sport: e.sport,
-                dport: e.dport,
+                sport: o.sport,
+                dport: o.dport,
             },
             L4Tuple::Ports {
-                sport: e.dport,
-                dport: e.sport,
+                sport: r.sport,
+                dport: r.dport,
             },
         ),
         PROTO_ICMP | PROTO_ICMPV6 => {
@@ -1109,12 +1449,12 @@ fn conn_view(entry: &Entry, now_s: u32) -> Conn {
                 L4Tuple::Icmp {
                     ty: req,
                     code: 0,
-                    id: e.sport,
+                    id: o.sport,
                 },
                 L4Tuple::Icmp {
                     ty: rep,
                     code: 0,
-                    id: e.sport,
+                    id: r.dport,
                 },
             )
         }
@@ -1123,10 +1463,14 @@ fn conn_view(entry: &Entry, now_s: u32) -> Conn {
     Conn {
         family,
         proto: e.proto,
-        original: Tuple { src, dst, l4: l4o },
+        original: Tuple {
+            src: addr_to_ip(family, &o.src),
+            dst: addr_to_ip(family, &o.dst),
+            l4: l4o,
+        },
         reply: Tuple {
-            src: dst,
-            dst: src,
+            src: addr_to_ip(family, &r.src),
+            dst: addr_to_ip(family, &r.dst),
             l4: l4r,
         },
         tcp_state: (e.proto == PROTO_TCP).then(|| TcpState::from_u8(entry.state)),

@@ -15,6 +15,7 @@
 pub mod config;
 mod engine;
 pub mod listing;
+pub mod nat;
 pub mod reason;
 mod seq;
 mod table;
@@ -24,10 +25,11 @@ pub mod wire;
 
 pub use config::{Config, Timeouts};
 pub use engine::{
-    Conn, CtState, Direction, Engine, Hooks, L4Tuple, NoHooks, Outcome, Packet, PacketMeta, Stats,
-    Tuple, Verdict,
+    Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
+    PacketMeta, Stats, Tuple, Verdict,
 };
 pub use listing::proto_name;
+pub use nat::{Flow, NatReleased, NatRequest, SnatRequest, Translation};
 pub use reason::DropReason;
 pub use tcp::TcpState;
 pub use time::Time;

@@ -110,6 +110,10 @@ reasons! {
     /// A reply addressed straight to the inside address of a masqueraded connection instead
     /// of to the address it was translated to: netfilter would not match it either.
     NatBypass = "nat-bypass",
+    /// The packet belongs to a translated connection but cannot be rewritten (cut short, or
+    /// an ICMP error quoting too little): sent on untranslated it would leak inside
+    /// addresses.
+    NatUnwritable = "nat-unwritable",
 }
 
 impl fmt::Display for DropReason {

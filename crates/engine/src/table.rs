@@ -12,6 +12,7 @@
 //! - The hash is keyed ([`ahash`] with the caller's secret), so nobody who lacks the key can
 //!   aim connections at one bucket.
 
+use crate::wire::Addr;
 pub(crate) use crate::wire::Key;
 use core::hash::Hasher;
 
@@ -19,6 +20,19 @@ use core::hash::Hasher;
 pub(crate) const CHUNK: usize = 4096;
 const CHUNK_SHIFT: u32 = 12;
 const NIL: u32 = u32::MAX;
+
+/// An index slot's id carries, in its top two bits, which of its entry's tuples it was filed
+/// under: the entry's own key (matching both directions), or one of the two tuples address
+/// translation adds (netfilter hashes a connection's original and reply tuples the same way).
+pub(crate) const FORM_SHIFT: u32 = 30;
+pub(crate) const ID_MASK: u32 = (1 << FORM_SHIFT) - 1;
+pub(crate) const FORM_KEY: u32 = 0;
+/// The reply direction as replies arrive: addressed to the translated source.
+pub(crate) const FORM_REPLY: u32 = 1;
+/// The original direction as it arrives: addressed to the untranslated destination.
+pub(crate) const FORM_ORIGINAL: u32 = 2;
+/// The most entries the table can hold: ids must leave the form bits free.
+pub(crate) const MAX_ENTRIES: u32 = ID_MASK;
 
 const TAG_EMPTY: u32 = 0;
 const TAG_TOMB: u32 = 1;
@@ -62,6 +76,92 @@ pub(crate) const STATUS_SEEN_REPLY: u8 = 1;
 pub(crate) const STATUS_ASSURED: u8 = 2;
 /// Window checks off for this connection.
 pub(crate) const STATUS_LIBERAL: u8 = 4;
+/// The connection is translated: its [`NatExt`] is valid.
+pub(crate) const STATUS_NAT: u8 = 8;
+
+/// Address translation of one connection, kept beside its entry (only translated
+/// connections pay for it). The entry's key is the connection as tracking sees it: after
+/// destination NAT, before source NAT. Original packets arrive addressed to `dnat` and leave
+/// from `snat`; replies arrive addressed to `snat` and leave from `dnat`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NatExt {
+    pub snat: Addr,
+    pub dnat: Addr,
+    pub snat_port: u16,
+    pub dnat_port: u16,
+    /// `NAT_*` bits.
+    pub flags: u8,
+}
+
+pub(crate) const NAT_SRC: u8 = 1;
+pub(crate) const NAT_DST: u8 = 2;
+/// The connection's release is reported (see `NatReleased`).
+pub(crate) const NAT_REPORT: u8 = 4;
+/// The source mapping is endpoint-independent.
+pub(crate) const NAT_EIM: u8 = 8;
+
+impl NatExt {
+    pub(crate) const NONE: NatExt = NatExt {
+        snat: [0; 16],
+        dnat: [0; 16],
+        snat_port: 0,
+        dnat_port: 0,
+        flags: 0,
+    };
+
+    /// The original direction as it arrives (before destination NAT).
+    pub(crate) fn arrive_original(&self, k: &Key) -> Key {
+        if self.flags & NAT_DST == 0 {
+            return *k;
+        }
+        Key {
+            dst: self.dnat,
+            dport: self.dnat_port,
+            ..*k
+        }
+    }
+
+    /// The reply direction as it arrives (addressed to the translated source).
+    pub(crate) fn arrive_reply(&self, k: &Key) -> Key {
+        let (dst, dport) = if self.flags & NAT_SRC != 0 {
+            (self.snat, self.snat_port)
+        } else {
+            (k.src, k.sport)
+        };
+        Key {
+            src: k.dst,
+            sport: k.dport,
+            dst,
+            dport,
+            ..*k
+        }
+    }
+
+    /// Whether the entry's own key is filed too: not when both ends are translated (NAT
+    /// reflection), where no packet ever carries it and two connections may share it.
+    pub(crate) fn keeps_key_slot(&self) -> bool {
+        self.flags & (NAT_SRC | NAT_DST) != NAT_SRC | NAT_DST
+    }
+}
+
+/// A source-translated connection that asked to be reported has left the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatReleased {
+    pub proto: u8,
+    /// The inside endpoint and the outside address and port it was mapped to.
+    pub inside: (core::net::IpAddr, u16),
+    pub outside: (core::net::IpAddr, u16),
+    pub endpoint_independent: bool,
+}
+
+/// What a lookup found: the entry, the packet's direction in it, and the form of the tuple
+/// that matched (`FORM_*`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Found {
+    pub id: u32,
+    pub dir: usize,
+    pub form: u32,
+}
 
 pub(crate) const PEER_WSCALE: u8 = 1;
 pub(crate) const PEER_SACK_PERM: u8 = 2;
@@ -231,13 +331,6 @@ const EMPTY_BUCKET: Bucket = Bucket {
     ids: [NIL; SLOTS],
 };
 
-/// Where an id sits in the index, for removal without a second probe.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Slot {
-    bucket: usize,
-    slot: usize,
-}
-
 pub(crate) struct Table {
     chunks: Vec<Box<[Entry]>>,
     free: u32,
@@ -247,8 +340,17 @@ pub(crate) struct Table {
     buckets: Vec<Bucket>,
     /// Occupied plus deleted slots; the index is rebuilt when this passes 7/8 of capacity.
     used: usize,
+    /// Occupied slots: one per entry, plus those address translation adds.
+    filed: usize,
     sweep: u32,
     hashing: Hashing,
+    /// Translation records, in chunks parallel to `chunks`; allocated on first use.
+    nat: Vec<Box<[NatExt]>>,
+    nat_live: usize,
+    /// Endpoint-independent mappings released since the caller last collected them.
+    released: Vec<NatReleased>,
+    released_lost: u64,
+    release_cap: usize,
 }
 
 impl Table {
@@ -261,8 +363,44 @@ impl Table {
             len: 0,
             buckets: vec![EMPTY_BUCKET; 16],
             used: 0,
+            filed: 0,
             sweep: 0,
+            nat: Vec::new(),
+            nat_live: 0,
+            released: Vec::new(),
+            released_lost: 0,
+            release_cap: 1 << 20,
         }
+    }
+
+    /// Translated connections live.
+    pub(crate) fn nat_len(&self) -> usize {
+        self.nat_live
+    }
+
+    /// Moves the released endpoint-independent mappings into `out`.
+    pub(crate) fn take_released(&mut self, out: &mut Vec<NatReleased>) {
+        out.append(&mut self.released);
+    }
+
+    /// Releases dropped because nobody collected them.
+    pub(crate) fn released_lost(&self) -> u64 {
+        self.released_lost
+    }
+
+    pub(crate) fn set_release_cap(&mut self, cap: usize) {
+        self.release_cap = cap;
+    }
+
+    /// The translation of entry `id` (`NatExt::NONE` if it has none).
+    #[inline]
+    pub(crate) fn ext(&self, id: u32) -> &NatExt {
+        let c = (id >> CHUNK_SHIFT) as usize;
+        let o = id as usize & (CHUNK - 1);
+        self.nat
+            .get(c)
+            .and_then(|chunk| chunk.get(o))
+            .unwrap_or(&NatExt::NONE)
     }
 
     #[inline(always)]
@@ -279,6 +417,7 @@ impl Table {
         self.chunks.len() * CHUNK * core::mem::size_of::<Entry>()
             + self.buckets.len() * core::mem::size_of::<Bucket>()
             + self.chunks.capacity() * core::mem::size_of::<Box<[Entry]>>()
+            + self.nat.len() * CHUNK * core::mem::size_of::<NatExt>()
     }
 
     #[inline(always)]
@@ -311,7 +450,7 @@ impl Table {
         if let Some(bucket) = self.buckets.get(self.bucket_of(hash)) {
             let m = bucket.matches(tag);
             if m != 0 {
-                if let Some(e) = self.get_opt(bucket.id(m.trailing_zeros())) {
+                if let Some(e) = self.get_opt(bucket.id(m.trailing_zeros()) & ID_MASK) {
                     // Entries are not line-aligned: one can straddle three lines.
                     let p = e as *const Entry as *const u8;
                     prefetch_read(p);
@@ -342,9 +481,11 @@ impl Table {
             .get(id as usize & (CHUNK - 1))
     }
 
-    /// Finds the entry for a packet tuple. Returns its id, slot and the packet's direction.
+    /// Finds the entry for a packet tuple: its id, the packet's direction and the form that
+    /// matched. A tuple filed by address translation matches only the way packets carry it,
+    /// unless `quoted` (a packet quoted in an ICMP error, which may have left translated).
     #[inline(always)]
-    pub(crate) fn find(&self, hash: u64, key: &Key) -> Option<(u32, Slot, usize)> {
+    pub(crate) fn find(&self, hash: u64, key: &Key, quoted: bool) -> Option<Found> {
         let tag = tag_of(hash);
         let n = self.buckets.len();
         let mut b = self.bucket_of(hash);
@@ -353,16 +494,16 @@ impl Table {
             let mut m = bucket.matches(tag);
             while m != 0 {
                 let i = m.trailing_zeros();
-                let id = bucket.id(i);
-                if let Some(dir) = self.get(id).direction_of(key) {
-                    return Some((
-                        id,
-                        Slot {
-                            bucket: b,
-                            slot: i as usize,
-                        },
-                        dir,
-                    ));
+                let raw = bucket.id(i);
+                let id = raw & ID_MASK;
+                let form = raw >> FORM_SHIFT;
+                let dir = if form == FORM_KEY {
+                    self.get(id).direction_of(key)
+                } else {
+                    self.form_direction(id, form, key, quoted)
+                };
+                if let Some(dir) = dir {
+                    return Some(Found { id, dir, form });
                 }
                 m &= m - 1;
             }
@@ -377,19 +518,122 @@ impl Table {
         None
     }
 
+    /// The direction of `key` against one of an entry's translated tuples.
+    #[inline(never)]
+    fn form_direction(&self, id: u32, form: u32, key: &Key, quoted: bool) -> Option<usize> {
+        let e = self.get(id);
+        let x = self.ext(id);
+        let (filed, dir) = match form {
+            FORM_REPLY => (x.arrive_reply(&e.key), 1),
+            _ => (x.arrive_original(&e.key), 0),
+        };
+        if *key == filed {
+            Some(dir)
+        } else if quoted && *key == reverse(&filed) {
+            Some(1 - dir)
+        } else {
+            None
+        }
+    }
+
+    /// Whether any connection is filed under `key` (either way round for an entry's own key).
+    pub(crate) fn in_use(&self, key: &Key) -> bool {
+        self.find(self.hash(key), key, false).is_some()
+    }
+
     /// Inserts a new entry; the caller has checked the key is absent and the limit.
     pub(crate) fn insert(&mut self, hash: u64, entry: Entry) -> u32 {
-        if (self.used + 1) * 8 > self.buckets.len() * SLOTS * 7 {
-            self.rebuild(self.len + 1);
-        }
+        self.reserve(1);
         let id = self.alloc(entry);
         self.place(hash, id);
         self.len += 1;
         id
     }
 
-    fn place(&mut self, hash: u64, id: u32) {
-        self.place_tag(tag_of(hash), id);
+    /// Makes room in the index for `k` more slots.
+    fn reserve(&mut self, k: usize) {
+        if (self.used + k) * 8 > self.buckets.len() * SLOTS * 7 {
+            self.rebuild(self.filed + k);
+        }
+    }
+
+    fn place(&mut self, hash: u64, raw: u32) {
+        self.filed += 1;
+        self.place_tag(tag_of(hash), raw);
+    }
+
+    /// Takes the slot holding `raw` under `hash` out of the index.
+    fn unplace(&mut self, hash: u64, raw: u32) {
+        let tag = tag_of(hash);
+        let n = self.buckets.len();
+        let mut b = self.bucket_of(hash);
+        for _ in 0..n {
+            let bucket = &mut self.buckets[b];
+            let mut m = bucket.matches(tag);
+            while m != 0 {
+                let i = m.trailing_zeros() as usize % SLOTS;
+                if bucket.ids[i] == raw {
+                    // A bucket that still has an empty slot has never been full since the
+                    // last rebuild, so no probe ever continued past it: the slot can become
+                    // empty again. Otherwise it must stay a tombstone so later probes go on.
+                    if bucket.tags.contains(&TAG_EMPTY) {
+                        bucket.tags[i] = TAG_EMPTY;
+                        self.used -= 1;
+                    } else {
+                        bucket.tags[i] = TAG_TOMB;
+                    }
+                    bucket.ids[i] = NIL;
+                    self.filed -= 1;
+                    return;
+                }
+                m &= m - 1;
+            }
+            if bucket.matches(TAG_EMPTY) != 0 {
+                return;
+            }
+            b += 1;
+            if b == n {
+                b = 0;
+            }
+        }
+    }
+
+    /// Gives entry `id` a translation: re-files it under `key` (the connection as tracking
+    /// sees it from now on) and under the tuples its packets arrive with.
+    pub(crate) fn set_nat(&mut self, id: u32, key: Key, ext: NatExt) {
+        self.reserve(3);
+        let old = self.get(id).key;
+        self.unplace(self.hash(&old), id);
+        let c = (id >> CHUNK_SHIFT) as usize;
+        while self.nat.len() <= c {
+            self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
+        }
+        if let Some(slot) = self
+            .nat
+            .get_mut(c)
+            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
+        {
+            *slot = ext;
+        }
+        let e = self.get_mut(id);
+        e.key = key;
+        e.status |= STATUS_NAT;
+        self.nat_live += 1;
+        self.file_nat(id, &key, &ext);
+    }
+
+    fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt) {
+        if x.keeps_key_slot() {
+            self.place(self.hash(key), id);
+        }
+        if x.flags & NAT_DST != 0 {
+            let k = x.arrive_original(key);
+            self.place(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
+        }
+        if x.flags & NAT_SRC != 0 {
+            let k = x.arrive_reply(key);
+            self.place(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
+        }
     }
 
     fn place_tag(&mut self, tag: u32, id: u32) {
@@ -433,20 +677,14 @@ impl Table {
         id
     }
 
-    /// Removes the entry at `slot` (as returned by `find`).
-    pub(crate) fn remove_at(&mut self, id: u32, slot: Slot) {
-        let bucket = &mut self.buckets[slot.bucket];
-        debug_assert_eq!(bucket.ids[slot.slot], id);
-        // A bucket that still has an empty slot has never been full since the last rebuild,
-        // so no probe ever continued past it: the slot can become empty again. Otherwise it
-        // must stay a tombstone so later probes keep going.
-        if bucket.tags.contains(&TAG_EMPTY) {
-            bucket.tags[slot.slot] = TAG_EMPTY;
-            self.used -= 1;
+    /// Removes an entry and every index slot it is filed under.
+    pub(crate) fn remove(&mut self, id: u32) {
+        let e = *self.get(id);
+        if e.status & STATUS_NAT == 0 {
+            self.unplace(self.hash(&e.key), id);
         } else {
-            bucket.tags[slot.slot] = TAG_TOMB;
+            self.remove_nat(id, &e.key);
         }
-        bucket.ids[slot.slot] = NIL;
         let free = self.free;
         let e = self.get_mut(id);
         *e = Entry::FREE;
@@ -455,15 +693,50 @@ impl Table {
         self.len -= 1;
     }
 
-    /// Removes an entry by id, finding its slot from its own key.
-    pub(crate) fn remove(&mut self, id: u32) {
-        let key = self.get(id).key;
-        let hash = self.hash(&key);
-        if let Some((found, slot, _)) = self.find(hash, &key) {
-            if found == id {
-                self.remove_at(id, slot);
+    #[inline(never)]
+    fn remove_nat(&mut self, id: u32, key: &Key) {
+        let x = *self.ext(id);
+        if x.keeps_key_slot() {
+            self.unplace(self.hash(key), id);
+        }
+        if x.flags & NAT_DST != 0 {
+            let k = x.arrive_original(key);
+            self.unplace(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
+        }
+        if x.flags & NAT_SRC != 0 {
+            let k = x.arrive_reply(key);
+            self.unplace(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
+            if x.flags & NAT_REPORT != 0 {
+                self.report_release(key, &x);
             }
         }
+        let c = (id >> CHUNK_SHIFT) as usize;
+        if let Some(slot) = self
+            .nat
+            .get_mut(c)
+            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
+        {
+            *slot = NatExt::NONE;
+        }
+        self.nat_live -= 1;
+    }
+
+    fn report_release(&mut self, key: &Key, x: &NatExt) {
+        if self.released.len() >= self.release_cap {
+            self.released_lost += 1;
+            return;
+        }
+        let family = if key.family == 6 {
+            crate::wire::Family::V6
+        } else {
+            crate::wire::Family::V4
+        };
+        self.released.push(NatReleased {
+            proto: key.proto,
+            inside: (crate::wire::addr_to_ip(family, &key.src), key.sport),
+            outside: (crate::wire::addr_to_ip(family, &x.snat), x.snat_port),
+            endpoint_independent: x.flags & NAT_EIM != 0,
+        });
     }
 
     /// Re-sizes the index for `want` live entries at 2/3 load and drops tombstones. Entries do
@@ -511,7 +784,7 @@ impl Table {
             let bucket = &self.buckets[b];
             for i in 0..SLOTS {
                 if bucket.tags[i] >= 2 {
-                    out.push(bucket.ids[i]);
+                    out.push(bucket.ids[i] & ID_MASK);
                 }
             }
             b += 1;
@@ -519,6 +792,18 @@ impl Table {
                 b = 0;
             }
         }
+    }
+}
+
+/// The tuple of a packet travelling the other way.
+#[inline]
+pub(crate) fn reverse(k: &Key) -> Key {
+    Key {
+        src: k.dst,
+        dst: k.src,
+        sport: k.dport,
+        dport: k.sport,
+        ..*k
     }
 }
 

@@ -8,16 +8,16 @@
 use core::net::IpAddr;
 
 use keepstate_engine::{
-    Config, Conn, CtState, DropReason, Engine, Hooks, L4Tuple, LinkType, Outcome, PacketMeta, Time,
-    Tuple, Verdict as EngineVerdict,
+    Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, NatRequest, Outcome, PacketMeta,
+    SnatRequest, Time, Verdict as EngineVerdict,
 };
 
-use crate::model::{IfaceId, Policy, ZoneId};
-use crate::nat::{BindingId, Tuple5};
+use crate::model::{IfaceId, Mapping, Policy, ZoneId};
+use crate::nat::{self, Tuple5};
 use crate::reject;
 use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
 use crate::topology::Topology;
-use crate::translate::{self, headers, Nat, NatStats, Pre, Way};
+use crate::translate::{self, Nat, NatStats, PortAsk};
 
 /// What the caller knows about where a packet came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,26 +156,29 @@ impl Firewall {
     }
 
     /// NAT counters, when the policy translates.
-    pub fn nat_stats(&self) -> Option<&NatStats> {
-        self.nat.as_ref().map(|n| &n.stats)
+    pub fn nat_stats(&self) -> Option<NatStats> {
+        let nat = self.nat.as_ref()?;
+        let c = self.engine.nat_counters();
+        let live = u64::try_from(self.engine.nat_connections()).unwrap_or(u64::MAX);
+        Some(NatStats {
+            created: c.created,
+            released: c.created.saturating_sub(live),
+            exhausted: c.exhausted,
+            rewritten: nat.rewritten,
+            bypass: c.bypass,
+        })
     }
 
-    /// Live NAT bindings.
+    /// Translated connections in the table.
     pub fn nat_bindings(&self) -> usize {
-        self.nat.as_ref().map_or(0, |n| n.table.len())
+        self.engine.nat_connections()
     }
 
     /// The connection table as `conntrack -L` shows it: for translated connections the
     /// original tuple as the first packet arrived and the reply tuple as replies arrive
     /// (addressed to the masquerading address, or from a port forward's server).
     pub fn connections(&self) -> Vec<Conn> {
-        self.engine
-            .connections()
-            .map(|c| match &self.nat {
-                Some(nat) => with_nat(nat, c),
-                None => c,
-            })
-            .collect()
+        self.engine.connections().collect()
     }
 
     /// How traces and logs name what decided.
@@ -193,86 +196,71 @@ impl Firewall {
         ingress: Ingress,
     ) -> Decision {
         let Some(mut nat) = self.nat.take() else {
-            return self.judge(now, link, data, data, wire_len, ingress, None);
+            return self.judge(now, link, data, wire_len, ingress, None);
         };
-        nat.sweep(&mut self.engine, now);
-        let mut frame = core::mem::take(&mut self.frame);
-        let h = headers::read(link, data);
-        let pre = match &h {
-            Some(h) => {
-                let in_zone = match ingress {
-                    Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
-                    Ingress::Unknown if !self.topo.is_local(h.tuple.src) => {
-                        self.topo.route(h.tuple.src)
-                    }
-                    _ => None,
-                }
-                .map(|i| self.topo.zone_of(i));
-                nat.prerouting(&self.policy, &self.topo, in_zone, h, data, &mut frame, now)
-            }
-            None => Pre::default(),
-        };
-        let created = self.engine.stats().created;
+        if nat.books {
+            nat.collect(&mut self.engine);
+        }
+        let created = self.engine.nat_counters().created;
         let mut nc = NatCtx {
-            middle: pre.middle,
-            has_binding: pre.binding.is_some(),
-            port_forward: pre.port_forward,
-            new_binding: None,
-            exhausted: false,
             nat: &mut nat,
+            plan: None,
+            ask: None,
         };
-        let input: &[u8] = if pre.rewritten { &frame } else { data };
-        let mut d = self.judge(now, link, input, data, wire_len, ingress, Some(&mut nc));
-        let new_binding = nc.new_binding;
-        let accepted = d.verdict == Verdict::Accept;
-        let mut binding = pre.binding;
-        if let Some(id) = pre.tentative {
-            let opened = self.engine.stats().created > created;
-            if accepted && opened && d.outcome.state == CtState::New {
-                nat.confirm(id);
-            } else {
-                nat.abandon(id);
-                binding = None;
-            }
-        }
-        if let Some(id) = new_binding {
-            binding = Some((id, Way::Original));
-        }
-        let mut translated = pre.rewritten;
-        let mut new_src = None;
-        if let (true, Some((id, way)), Some(h)) = (accepted, binding, &h) {
-            new_src = nat.postrouting(id, way, h, data, &mut frame, translated);
-            translated |= new_src.is_some();
-        } else if let (true, None, Some(h)) = (accepted, binding, &h) {
-            if h.quoted.is_some() && !translated && nat.error_outbound(h, data, &mut frame) {
-                translated = true;
-                new_src = headers::read(link, &frame).map(|x| (x.tuple.src, x.tuple.sport));
-            }
-        }
-        if translated && accepted {
-            d.translated = true;
-            d.arrived = pre.arrived.or(h.map(|h| h.tuple));
-            // As it leaves: what tracking saw, with the source postrouting gave it.
-            d.leaves = pre.middle.map(|mut t| {
-                if let Some((a, p)) = new_src {
-                    t.src = a;
-                    t.sport = p;
+        let mut d = self.judge(now, link, data, wire_len, ingress, Some(&mut nc));
+        let (plan, ask) = (nc.plan, nc.ask);
+        if d.verdict == Verdict::Accept {
+            if let Some(t) = self.engine.translation() {
+                let at = usize::from(d.outcome.meta.link.ip_offset);
+                self.frame.clear();
+                self.frame.extend_from_slice(data);
+                let ok = self.frame.get_mut(at..).is_some_and(|ip| {
+                    if t.is_error() {
+                        nat::rewrite_icmp_error_outer(
+                            ip,
+                            t.src().map(|s| s.0),
+                            t.dst().map(|d| d.0),
+                            t.quoted_src(),
+                            t.quoted_dst(),
+                        )
+                        .is_ok()
+                    } else {
+                        nat::rewrite(ip, t.src(), t.dst()).is_ok()
+                    }
+                });
+                if ok {
+                    nat.rewritten += 1;
+                    d.translated = true;
+                    d.arrived = Some(t.arrived().into());
+                    let leaves = t.leaves();
+                    d.leaves = Some(leaves.into());
+                    if nat.books && self.engine.nat_counters().created > created {
+                        if let (Some(a), Some(p)) = (ask, plan.and_then(|p| p.snat)) {
+                            let out = (leaves.src, leaves.sport);
+                            let eim = p.endpoint_independent;
+                            nat.opened(a.proto, a.inside, out, eim);
+                        }
+                    }
+                } else {
+                    // Sent on untranslated it would leak the inside addresses.
+                    d.verdict = Verdict::Drop;
+                    d.outcome.verdict = EngineVerdict::Drop;
+                    d.outcome.reason = Some(DropReason::NatUnwritable);
+                    d.by = Some(Decider::Nat);
+                    self.stats.accepted -= 1;
+                    self.stats.dropped += 1;
                 }
-                t
-            });
+            }
         }
-        self.frame = frame;
         self.nat = Some(nat);
         d
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
         now: Time,
         link: LinkType,
         data: &[u8],
-        arrived: &[u8],
         wire_len: usize,
         ingress: Ingress,
         nat: Option<&mut NatCtx<'_>>,
@@ -293,15 +281,23 @@ impl Firewall {
             now,
             notrack: None,
             judged: None,
-            nat_bypass: false,
             placed: None,
         };
         let mut outcome = self
             .engine
             .process_hooked(now, link, data, wire_len, &mut ctx);
         let notrack = ctx.notrack;
-        let judged = ctx.judged;
-        let nat_bypass = ctx.nat_bypass;
+        let mut judged = ctx.judged;
+        if outcome.reason == Some(DropReason::NatPortsExhausted) {
+            if let Some(j) = judged.as_mut() {
+                j.judgement = Judgement {
+                    verdict: Verdict::Drop,
+                    by: Decider::Nat,
+                    log: None,
+                    reply: false,
+                };
+            }
+        }
         let mut d = Decision {
             outcome,
             verdict: Verdict::Accept,
@@ -329,16 +325,14 @@ impl Firewall {
             if d.log.is_some() {
                 self.stats.logged += 1;
             }
-            if nat_bypass {
-                outcome.reason = Some(DropReason::NatBypass);
-            } else if d.verdict != Verdict::Accept && outcome.reason.is_none() {
+            if d.verdict != Verdict::Accept && outcome.reason.is_none() {
                 outcome.reason = Some(policy_reason(j.judgement));
             }
             if let Verdict::Reject(code) = d.verdict {
                 self.stats.rejected += 1;
                 // The offender knows the packet as it sent it: answer that, not the
                 // translated copy.
-                let ip = arrived.get(usize::from(outcome.meta.link.ip_offset)..);
+                let ip = data.get(usize::from(outcome.meta.link.ip_offset)..);
                 // Refusing a packet it would have forwarded, a router answers from its own
                 // address on the offender's side.
                 let router = match (j.chain, j.in_iface, outcome.meta.src) {
@@ -394,13 +388,10 @@ struct Judged {
 /// NAT's part in judging one packet.
 struct NatCtx<'a> {
     nat: &'a mut Nat,
-    /// The tuple tracking sees (after prerouting).
-    middle: Option<Tuple5>,
-    has_binding: bool,
-    port_forward: Option<u32>,
-    /// Masquerade bound the connection this packet opened.
-    new_binding: Option<BindingId>,
-    exhausted: bool,
+    /// The translation asked for the connection this packet opens.
+    plan: Option<NatRequest>,
+    /// What candidate source ports are checked for.
+    ask: Option<PortAsk>,
 }
 
 /// The policy's view of the packet being processed, lent to the engine as its hooks.
@@ -416,7 +407,6 @@ struct Ctx<'a, 'n> {
     now: Time,
     notrack: Option<u32>,
     judged: Option<Judged>,
-    nat_bypass: bool,
     /// The packet's place, once the raw hook has worked it out.
     placed: Option<Place>,
 }
@@ -482,63 +472,98 @@ impl Ctx<'_, '_> {
         }
     }
 
-    /// A reply that reached a masqueraded connection without having been translated back: it
-    /// was addressed to the inside host directly. The state table tracks the inside tuple,
-    /// so only this check keeps such packets out, as netfilter's reply tuple does.
-    fn bypasses_nat(&self, out: &Outcome) -> bool {
-        let Some(nc) = self.nat.as_ref() else {
-            return false;
+    /// Destination NAT for a connection's first packet: a port forward (accepted without a
+    /// rule, like `ct status dnat accept`) or a 1:1 NAT's outside address (left to the
+    /// rules). Rewrites the view to the inside address and re-places it; returns the
+    /// forward's judgement.
+    fn plan_dnat(&mut self, v: &mut View, place: &mut Place) -> Option<Judgement> {
+        let in_zone = v.in_zone?;
+        let nc = self.nat.as_mut()?;
+        let (to, hairpin, judgement) = if let Some((i, to, hairpin)) = v.dport.and_then(|p| {
+            translate::port_forward(self.policy, self.topo, in_zone, v.proto, v.src, v.dst, p)
+        }) {
+            let j = Judgement {
+                verdict: Verdict::Accept,
+                by: Decider::PortForward(u32::try_from(i).unwrap_or(u32::MAX)),
+                log: None,
+                reply: false,
+            };
+            (to, hairpin, Some(j))
+        } else {
+            let a = translate::one_to_one_inbound(self.policy, Some(in_zone), v.dst)?;
+            ((a, v.dport.unwrap_or(0)), None, None)
         };
-        if nc.has_binding || out.dir != Some(keepstate_engine::Direction::Reply) {
-            return false;
+        if to.0.is_ipv4() != v.dst.is_ipv4() {
+            return None;
         }
-        let Some(m) = nc.middle else {
-            return false;
-        };
-        let original = Tuple5 {
-            proto: m.proto,
-            src: m.dst,
-            sport: m.dport,
-            dst: m.src,
-            dport: m.sport,
-        };
-        nc.nat
-            .by_middle(&original)
-            .and_then(|id| nc.nat.table.get(id))
-            .is_some_and(|b| {
-                (b.original.src, b.original.sport) != (b.translated.src, b.translated.sport)
-            })
+        nc.plan = Some(NatRequest {
+            dnat: Some(to),
+            snat: hairpin.map(|addr| SnatRequest {
+                addr,
+                preferred: None,
+                ask: false,
+                report: false,
+                endpoint_independent: false,
+            }),
+            ports: nc.nat.ports,
+        });
+        v.dst = to.0;
+        if v.dport.is_some() {
+            v.dport = Some(to.1);
+        }
+        *place = self.place(v.src, v.dst);
+        v.chain = place.chain;
+        v.out_iface = place.out_iface;
+        v.out_zone = self.zone(place.out_iface);
+        judgement
     }
 
-    /// Binds a new connection leaving through a zone with source NAT (static SNAT, 1:1 NAT
-    /// or masquerade) to its new source. `Err` when no port is free.
-    fn masquerade(&mut self, v: &View, out_iface: Option<IfaceId>) -> Result<(), ()> {
+    /// Source NAT (static SNAT, 1:1 NAT or masquerade) for a new connection leaving through
+    /// `out_iface`, added to the plan.
+    fn plan_snat(&mut self, v: &View, icmp_id: Option<u16>, out_iface: Option<IfaceId>) {
         let Some(nc) = self.nat.as_mut() else {
-            return Ok(());
+            return;
         };
-        let Some(middle) = nc.middle else {
-            return Ok(());
-        };
-        if nc.has_binding || nc.nat.by_middle(&middle).is_some() {
-            return Ok(());
+        if nc.plan.is_some_and(|p| p.snat.is_some()) {
+            return;
         }
         let Some(out) = out_iface.and_then(|i| self.policy.interfaces.get(usize::from(i))) else {
-            return Ok(());
+            return;
         };
         let masq = out.addrs.iter().find(|n| n.addr.is_ipv4()).map(|n| n.addr);
         let Some((to, mapping)) = translate::source_for(self.policy, out.zone, v.src, masq) else {
-            return Ok(());
+            return;
         };
-        match nc.nat.masquerade(&middle, to, mapping, self.now) {
-            Ok(id) => {
-                nc.new_binding = Some(id);
-                Ok(())
-            }
-            Err(_) => {
-                nc.exhausted = true;
-                Err(())
-            }
+        let eim = mapping == Mapping::EndpointIndependent && Nat::maps_endpoint(v.proto);
+        // An ICMP query's identifier plays the port.
+        let inside = (v.src, v.sport.or(icmp_id).unwrap_or(0));
+        let preferred = if eim {
+            nc.nat.eim_port(v.proto, inside, to)
+        } else {
+            None
+        };
+        let books = nc.nat.books;
+        if books {
+            nc.ask = Some(PortAsk {
+                proto: v.proto,
+                inside,
+                fresh_eim: eim && preferred.is_none(),
+            });
         }
+        let snat = SnatRequest {
+            addr: to,
+            preferred,
+            ask: books,
+            report: books,
+            endpoint_independent: eim,
+        };
+        let ports = nc.nat.ports;
+        let plan = nc.plan.get_or_insert(NatRequest {
+            dnat: None,
+            snat: None,
+            ports,
+        });
+        plan.snat = Some(snat);
     }
 
     fn zone(&self, iface: Option<IfaceId>) -> Option<ZoneId> {
@@ -586,6 +611,7 @@ impl Hooks for Ctx<'_, '_> {
             state: CtState::Untracked,
             dir: None,
             reason: None,
+            dnat: false,
             meta: *meta,
         };
         let Some((v, place)) = self.view(meta, CtState::Untracked, &probe) else {
@@ -597,8 +623,7 @@ impl Hooks for Ctx<'_, '_> {
     }
 
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
-        if self.bypasses_nat(out) {
-            self.nat_bypass = true;
+        if out.reason == Some(DropReason::NatBypass) {
             return self.decide_early(Verdict::Drop, Decider::Nat);
         }
         // Most packets belong to known connections, and the first thing every chain does is
@@ -606,7 +631,7 @@ impl Hooks for Ctx<'_, '_> {
         if self.accept_established && matches!(out.state, CtState::Established | CtState::Related) {
             return self.decide_early(Verdict::Accept, Decider::Established);
         }
-        let Some((v, place)) = self.view(&out.meta, out.state, out) else {
+        let Some((mut v, mut place)) = self.view(&out.meta, out.state, out) else {
             // No addresses: either not IP at all (ARP, LLDP: an IP firewall does not judge
             // them, as nftables' inet family does not see them), or IP too broken to read,
             // which is invalid and follows `drop_invalid`.
@@ -615,29 +640,23 @@ impl Hooks for Ctx<'_, '_> {
             }
             return EngineVerdict::Accept;
         };
-        let forwarded = self.nat.as_ref().and_then(|n| n.port_forward);
-        let mut judgement = match forwarded {
-            // A connection a port forward opened is accepted without a rule.
-            Some(i) if out.state == CtState::New => Judgement {
-                verdict: Verdict::Accept,
-                by: Decider::PortForward(i),
-                log: None,
-                reply: false,
-            },
-            _ => self.rules.evaluate(&v),
-        };
-        if judgement.verdict == Verdict::Accept
-            && out.state == CtState::New
-            && place.chain == Chain::Forward
-        {
-            if let Err(()) = self.masquerade(&v, place.out_iface) {
-                judgement = Judgement {
-                    verdict: Verdict::Drop,
-                    by: Decider::Nat,
+        let opening = out.state == CtState::New && self.nat.is_some();
+        let mut judgement = None;
+        if opening && out.dnat {
+            // A later packet of a connection a port forward opened, not yet answered.
+            judgement = translate::forwarded_by(self.policy, v.in_zone, v.proto, v.dst, v.dport)
+                .map(|i| Judgement {
+                    verdict: Verdict::Accept,
+                    by: Decider::PortForward(u32::try_from(i).unwrap_or(u32::MAX)),
                     log: None,
                     reply: false,
-                };
-            }
+                });
+        } else if opening {
+            judgement = self.plan_dnat(&mut v, &mut place);
+        }
+        let judgement = judgement.unwrap_or_else(|| self.rules.evaluate(&v));
+        if opening && judgement.verdict == Verdict::Accept && place.chain == Chain::Forward {
+            self.plan_snat(&v, out.meta.icmp_id, place.out_iface);
         }
         self.judged = Some(Judged {
             judgement,
@@ -651,42 +670,18 @@ impl Hooks for Ctx<'_, '_> {
             EngineVerdict::Drop
         }
     }
-}
 
-/// A connection snapshot with NAT applied to its tuples, as netfilter lists them.
-fn with_nat(nat: &Nat, mut c: Conn) -> Conn {
-    let ports = |l4: L4Tuple| match l4 {
-        L4Tuple::Ports { sport, dport } => Some((sport, dport)),
-        L4Tuple::Icmp { id, .. } => Some((id, id)),
-        L4Tuple::None => Some((0, 0)),
-    };
-    let Some((sport, dport)) = ports(c.original.l4) else {
-        return c;
-    };
-    let middle = Tuple5 {
-        proto: c.proto,
-        src: c.original.src,
-        sport,
-        dst: c.original.dst,
-        dport,
-    };
-    let Some(b) = nat.by_middle(&middle).and_then(|id| nat.table.get(id)) else {
-        return c;
-    };
-    let l4 = |t: &L4Tuple, s: u16, d: u16| match *t {
-        L4Tuple::Ports { .. } => L4Tuple::Ports { sport: s, dport: d },
-        L4Tuple::Icmp { ty, code, .. } => L4Tuple::Icmp { ty, code, id: s },
-        L4Tuple::None => L4Tuple::None,
-    };
-    c.original = Tuple {
-        src: b.original.src,
-        dst: b.original.dst,
-        l4: l4(&c.original.l4, b.original.sport, b.original.dport),
-    };
-    c.reply = Tuple {
-        src: b.translated.dst,
-        dst: b.translated.src,
-        l4: l4(&c.reply.l4, b.translated.dport, b.translated.sport),
-    };
-    c
+    fn nat(&mut self, _out: &Outcome) -> Option<NatRequest> {
+        self.nat.as_mut()?.plan
+    }
+
+    fn nat_port_usable(&mut self, _proto: u8, addr: IpAddr, port: u16) -> bool {
+        let Some(nc) = self.nat.as_ref() else {
+            return true;
+        };
+        match &nc.ask {
+            Some(a) => nc.nat.port_usable(a, addr, port),
+            None => true,
+        }
+    }
 }

@@ -1,56 +1,85 @@
-//! Network address translation building blocks: in-place packet rewriting with incremental
-//! checksum updates ([`rewrite`], [`rewrite_icmp_error`]) and the table of bindings between
-//! a connection's original tuple and its translated form ([`NatTable`]).
+//! Network address translation: in-place packet rewriting with incremental checksum updates
+//! ([`rewrite`], [`rewrite_icmp_error`]).
 //!
 //! Sans-IO like the rest of the policy: bytes in, bytes changed in place; no clock, no I/O.
 //!
 //! # Where NAT sits
 //!
-//! The engine tracks every connection by its *untranslated* tuple (LAN host to server), so
-//! rules and the state table see inside addresses. The caller rewrites around it, in
-//! netfilter's places:
-//!
-//! - prerouting, before the engine: packets arriving for a translated address and port (the
-//!   replies of a masqueraded connection) are looked up with [`NatTable::find_reply`] and
-//!   their destination rewritten back; a port forward's first packet gets a binding from
-//!   [`NatTable::dnat`] and its destination rewritten to the inside server;
-//! - postrouting, after the filter accepted: the source of a masqueraded connection's
-//!   packets is rewritten to the outside address ([`NatTable::snat`]), and the source of a
-//!   port-forward server's replies back to the outside address.
+//! The engine tracks every connection by its tuple between the translations (after
+//! destination NAT, before source NAT), so rules see inside addresses, and keeps each
+//! connection's translation in its entry, filed under the tuples packets arrive with: one
+//! lookup finds a connection from either side, as netfilter's conntrack does
+//! (`keepstate_engine::nat`). The firewall asks for a translation when a connection opens
+//! and rewrites each packet as the engine reports.
 //!
 //! # Behaviour (RFC 4787)
 //!
 //! - Mapping: [`Mapping::AddressAndPortDependent`] (netfilter's masquerade) makes a mapping
 //!   per full translated tuple, so one outside port can serve several destinations;
 //!   [`Mapping::EndpointIndependent`] (RFC 4787 REQ-1, what games and peer-to-peer need)
-//!   gives an inside endpoint (address, port) the same outside port towards every
-//!   destination, and never gives that port to another inside endpoint while it is held.
+//!   gives an inside endpoint (address, port or ICMP identifier) the same outside port
+//!   towards every destination, and never gives that port to another inside endpoint while
+//!   it is held.
 //! - Port preservation: like netfilter's `get_unique_tuple`, the inside source port is kept
 //!   whenever the translated tuple stays unique, whatever the configured range; only when it
 //!   is not is a port picked from the range (starting at an offset derived from a keyed hash
 //!   of the tuple, since tuples are attacker-chosen, then scanning once round the range).
+//!   The state table is the record of tuples in use, so the router's own connections from
+//!   its outside address are avoided too, and a port is free again as soon as its
+//!   connection leaves the table.
 //! - ICMP queries (echo, timestamp, information, address mask; ICMPv6 echo) are translated
 //!   by their identifier, which plays the part of both ports (`sport == dport == id`). They
 //!   allocate identifiers from the same configured range as ports (the model's `nat_ports`
 //!   covers both), so the defaults never pick identifiers below 1024 but keep any identifier
 //!   that is free.
 //! - Filtering: keepstate's filtering is address-and-port-dependent in both mapping modes:
-//!   a binding only matches replies from the exact endpoint the inside host contacted
-//!   ([`NatTable::find_reply`] looks up the full tuple), and the stateful filter in front of
-//!   it admits inbound packets only for connections it tracks. An endpoint-independent
-//!   mapping therefore makes the outside port *predictable* for other peers (so hole
-//!   punching works) without opening it to them.
-//! - Collisions with connections that are not translated (the router's own connections from
-//!   its outside address) are the caller's to report: [`NatTable::snat_with`] takes a
-//!   predicate for tuples already in use elsewhere.
+//!   a translated connection only matches replies from the exact endpoint the inside host
+//!   contacted, and the stateful filter admits inbound packets only for connections it
+//!   tracks. An endpoint-independent mapping therefore makes the outside port *predictable*
+//!   for other peers (so hole punching works) without opening it to them.
 
 mod rewrite;
-mod table;
 
 use core::fmt;
+use core::net::IpAddr;
 
 pub use rewrite::{rewrite, rewrite_icmp_error, rewrite_icmp_error_outer};
-pub use table::{Binding, BindingId, NatTable, Rewrite, Tuple5};
+
+/// A connection's addressing in one direction. For ICMP and ICMPv6 queries both ports are
+/// the query identifier; for protocols without ports both are zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple5 {
+    pub proto: u8,
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
+}
+
+impl Tuple5 {
+    /// The tuple of a packet travelling the other way.
+    pub fn reversed(&self) -> Tuple5 {
+        Tuple5 {
+            proto: self.proto,
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+}
+
+impl From<keepstate_engine::Flow> for Tuple5 {
+    fn from(f: keepstate_engine::Flow) -> Tuple5 {
+        Tuple5 {
+            proto: f.proto,
+            src: f.src,
+            sport: f.sport,
+            dst: f.dst,
+            dport: f.dport,
+        }
+    }
+}
 
 #[cfg(doc)]
 use crate::model::Mapping;
@@ -122,29 +151,3 @@ impl fmt::Display for NatSkip {
 }
 
 impl std::error::Error for NatSkip {}
-
-/// Why no binding could be made.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NatError {
-    /// Every port (or ICMP identifier) of the range is taken for this destination, or, for
-    /// a protocol without ports, the single translated tuple is. Also what a translation to
-    /// an address of the other IP version gets: no port of that address can serve it.
-    PortsExhausted,
-}
-
-impl NatError {
-    /// The stable kebab-case name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            NatError::PortsExhausted => "nat-ports-exhausted",
-        }
-    }
-}
-
-impl fmt::Display for NatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::error::Error for NatError {}

@@ -20,8 +20,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = keepstate_engine::Engine::PREFERRED_BATCH)]
     batch: usize,
     /// Time the whole firewall (this policy: notrack, tracking, rules, NAT) instead of the
-    /// engine alone, one packet at a time; each packet's ingress is the interface its source
-    /// address routes to.
+    /// engine alone, one packet at a time, translating frames in place as a dataplane does;
+    /// each packet's ingress is the interface its source address routes to.
     #[arg(long, value_name = "POLICY.toml")]
     config: Option<PathBuf>,
 }
@@ -69,10 +69,23 @@ pub fn run(args: &Args) -> Result<()> {
             let mut policy = loaded.policy;
             policy.tracking.max_connections = Some(args.max_connections);
             let mut fw = Firewall::new(policy, base);
+            // A dataplane owns its frames and NAT rewrites them where they lie: give the
+            // firewall writable copies, made before the clock starts.
+            let mut arena: Vec<u8> = packets
+                .iter()
+                .flat_map(|p| p.data.iter().copied())
+                .collect();
+            let mut frames: Vec<&mut [u8]> = Vec::with_capacity(packets.len());
+            let mut rest = arena.as_mut_slice();
+            for p in &packets {
+                let (frame, tail) = rest.split_at_mut(p.data.len());
+                frames.push(frame);
+                rest = tail;
+            }
             let start = Instant::now();
             let mut accepted = 0u64;
-            for p in &packets {
-                let d = fw.process(p.now, p.link, p.data, p.wire_len, Ingress::Unknown);
+            for (p, frame) in packets.iter().zip(frames.iter_mut()) {
+                let d = fw.process_in_place(p.now, p.link, frame, p.wire_len, Ingress::Unknown);
                 accepted += u64::from(d.outcome.verdict == keepstate_engine::Verdict::Accept);
             }
             let seconds = start.elapsed().as_secs_f64();

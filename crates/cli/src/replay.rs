@@ -366,18 +366,19 @@ pub fn run(args: &Args) -> Result<()> {
             };
             let mut line = trace_line(packets, rec.ts, name, &o);
             line.rule = rule;
-            if let Some(d) = decision {
-                // NAT changed the packet before tracking: show it as it arrived.
-                if let Some(a) = d.arrived {
+            if let (Some(d), Some(f)) = (decision, &fw) {
+                // NAT changed the packet: show it as it arrived, and how it leaves.
+                if let (true, Some((a, l))) = (d.translated, f.translated()) {
                     line.src = Some(a.src);
                     line.dst = Some(a.dst);
                     if line.sport.is_some() {
                         line.sport = Some(a.sport);
                         line.dport = Some(a.dport);
                     }
+                    line.nat = Some(nat_line(&l, o.meta.icmp_type));
                 }
-                line.nat = d.leaves.as_ref().map(|t| nat_line(t, o.meta.icmp_type));
             }
+
             serde_json::to_writer(&mut *w, &line).context("writing trace")?;
             w.write_all(b"\n").context("writing trace")?;
         }
@@ -578,7 +579,8 @@ impl AcceptedWriter {
         if d.outcome.verdict != Verdict::Accept {
             return Ok(());
         }
-        let dst = d.leaves.map(|t| t.dst).or(d.outcome.meta.dst);
+        let leaves = fw.translated().filter(|_| d.translated).map(|(_, l)| l.dst);
+        let dst = leaves.or(d.outcome.meta.dst);
         // Packets for the firewall itself are delivered, not sent on.
         let out = match dst {
             Some(a) if fw.topology().is_local(a) => return Ok(()),

@@ -948,14 +948,14 @@ impl Engine {
             return Ok(None);
         }
         if e.status & STATUS_NAT != 0 {
-            self.translate_packet(f)?;
+            self.translate_packet(f, key)?;
         }
         Ok(Some((f.id, f.dir)))
     }
 
     /// The translation of a packet of a translated connection.
     #[inline(never)]
-    fn translate_packet(&mut self, f: Found) -> Result<(), DropReason> {
+    fn translate_packet(&mut self, f: Found, key: &Key) -> Result<(), DropReason> {
         let e = self.table.get(f.id);
         let x = self.table.ext(f.id);
         if f.form == FORM_KEY {
@@ -971,13 +971,7 @@ impl Engine {
                 return Err(DropReason::NatBypass);
             }
         }
-        let (a0, a1) = (x.arrive_original(&e.key), x.arrive_reply(&e.key));
-        let (a, l) = if f.dir == 0 {
-            (a0, reverse(&a1))
-        } else {
-            (a1, reverse(&a0))
-        };
-        self.xlate = Some(Translation::packet(&a, &l, f.dir, x.flags & NAT_DST != 0));
+        self.xlate = Some(Translation::packet(key, &e.key, x, f.dir));
         Ok(())
     }
 
@@ -1018,11 +1012,9 @@ impl Engine {
                 let arrived = self.table.get(id).key;
                 self.table.set_nat(id, key, ext);
                 self.nat_stats.created += 1;
-                let a1 = ext.arrive_reply(&key);
-                let dnat = ext.flags & NAT_DST != 0;
-                let x = Translation::packet(&arrived, &reverse(&a1), 0, dnat);
+                let x = Translation::packet(&arrived, &key, &ext, 0);
                 x.apply_to_meta(&mut out.meta);
-                out.dnat = dnat;
+                out.dnat = x.destination_nat();
                 self.xlate = Some(x);
             }
             Ok(None) => {}
@@ -1096,7 +1088,7 @@ impl Engine {
                 }
             }
         }
-        Ok((x.flags != 0).then_some((m, x)))
+        Ok((x.flags != 0).then(|| (m, x.with_sums(&m))))
     }
 
     /// A source port (or ICMP identifier) for connection `m` leaving from `sa`: the one asked

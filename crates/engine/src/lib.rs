@@ -29,7 +29,7 @@ pub use engine::{
     PacketMeta, Stats, Tuple, Verdict,
 };
 pub use listing::proto_name;
-pub use nat::{Flow, NatReleased, NatRequest, SnatRequest, Translation};
+pub use nat::{Flow, Ipv4Rewrite, NatReleased, NatRequest, SnatRequest, Translation};
 pub use reason::DropReason;
 pub use tcp::TcpState;
 pub use time::Time;

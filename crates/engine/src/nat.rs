@@ -14,6 +14,7 @@
 use core::net::IpAddr;
 
 use crate::engine::PacketMeta;
+use crate::table::{NatExt, NAT_DST, NAT_SRC};
 use crate::wire::{addr_to_ip, Addr, Family, Ip, Key, PROTO_ICMP, PROTO_ICMPV6};
 
 pub use crate::table::NatReleased;
@@ -58,22 +59,39 @@ pub struct Flow {
 }
 
 /// How one packet of a translated connection must be rewritten before it leaves. The
-/// accessors give what to hand a packet rewriter; nothing is converted until asked for.
+/// accessors give what to hand a packet rewriter; addresses are converted only when asked
+/// for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {
     /// For a packet, its direction; for an ICMP error, the quoted packet's.
     dir: u8,
     error: bool,
     destination_nat: bool,
-    /// A packet as it arrived and as it leaves; for an ICMP error, the quoted packet as it
-    /// left the connection's other side (`l`) and as its sender knew it (`a`).
-    a: Key,
-    l: Key,
-    /// An ICMP error's outer addresses as it arrived, and their new values.
-    outer: (Addr, Addr),
-    outer_src: Option<Addr>,
-    outer_dst: Option<Addr>,
-    outer_proto: u8,
+    family: Family,
+    /// The packet's (or an ICMP error's outer) new source and destination.
+    src: Option<(Addr, u16)>,
+    dst: Option<(Addr, u16)>,
+    /// An ICMP error's quoted packet's new source and destination.
+    quoted_src: Option<(Addr, u16)>,
+    quoted_dst: Option<(Addr, u16)>,
+    /// The packet's tuple as it arrived (for an ICMP error: its outer addresses and
+    /// protocol, ports zero).
+    arrived: Key,
+    /// IPv4 TCP and UDP: the checksum sums (see [`Ipv4Rewrite`]).
+    sums: [u16; 2],
+}
+
+/// The rewrite of a packet of an IPv4 TCP or UDP connection, in the packet's own terms:
+/// new address bytes and ports, and what they add to the IPv4 header checksum and to the
+/// transport checksum (RFC 1624's `~m + m'` over the changed words, folded). Every packet
+/// of one direction of a connection changes the same fields from the same values, so the
+/// sums are worked out once, when the connection is translated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Rewrite {
+    pub src: Option<([u8; 4], u16)>,
+    pub dst: Option<([u8; 4], u16)>,
+    pub ip_sum: u16,
+    pub l4_sum: u16,
 }
 
 fn family_of(k: &Key) -> Family {
@@ -88,9 +106,9 @@ fn is_icmp(proto: u8) -> bool {
     proto == PROTO_ICMP || proto == PROTO_ICMPV6
 }
 
-/// The identifier or source port a packet tuple of direction `dir` carries for the
-/// rewriter: an ICMP query's identifier is the request's source port and the reply's
-/// destination port in the engine's keys.
+/// The ports a packet tuple of direction `dir` carries for the rewriter: an ICMP query's
+/// identifier is the request's source port and the reply's destination port in the
+/// engine's keys, and plays both ports.
 fn ports(k: &Key, dir: u8) -> (u16, u16) {
     if is_icmp(k.proto) {
         let id = if dir == 0 { k.sport } else { k.dport };
@@ -100,43 +118,68 @@ fn ports(k: &Key, dir: u8) -> (u16, u16) {
     }
 }
 
-fn flow(k: &Key, dir: u8) -> Flow {
-    let f = family_of(k);
-    let (sport, dport) = ports(k, dir);
-    Flow {
-        proto: k.proto,
-        src: addr_to_ip(f, &k.src),
-        sport,
-        dst: addr_to_ip(f, &k.dst),
-        dport,
-    }
+/// A new address and port, where one changes.
+type Change = Option<(Addr, u16)>;
+
+/// The source and destination changes taking a packet of direction `dir` from `from` to
+/// `to`.
+fn changes(from: &Key, to: &Key, dir: u8) -> (Change, Change) {
+    let (pf, pt) = (ports(from, dir), ports(to, dir));
+    let src = ((from.src, pf.0) != (to.src, pt.0)).then_some((to.src, pt.0));
+    let dst = ((from.dst, pf.1) != (to.dst, pt.1)).then_some((to.dst, pt.1));
+    (src, dst)
 }
 
-/// The source change taking a packet of direction `dir` from `from` to `to`.
-fn src_change(from: &Key, to: &Key, dir: u8) -> Option<(IpAddr, u16)> {
-    let (pf, pt) = (ports(from, dir), ports(to, dir));
-    ((from.src, pf.0) != (to.src, pt.0)).then(|| (addr_to_ip(family_of(to), &to.src), pt.0))
+fn ip(f: Family, x: Option<(Addr, u16)>) -> Option<(IpAddr, u16)> {
+    x.map(|(a, p)| (addr_to_ip(f, &a), p))
 }
 
-fn dst_change(from: &Key, to: &Key, dir: u8) -> Option<(IpAddr, u16)> {
-    let (pf, pt) = (ports(from, dir), ports(to, dir));
-    ((from.dst, pf.1) != (to.dst, pt.1)).then(|| (addr_to_ip(family_of(to), &to.dst), pt.1))
+/// The address bytes as the packet holds them: four for IPv4, sixteen for IPv6.
+fn octets(f: Family, x: &Option<(Addr, u16)>) -> Option<(&[u8], u16)> {
+    let (a, p) = x.as_ref()?;
+    let n = if f == Family::V4 { 4 } else { 16 };
+    Some((a.get(..n)?, *p))
+}
+
+fn v4(x: Option<(Addr, u16)>) -> Option<([u8; 4], u16)> {
+    x.map(|(a, p)| ([a[0], a[1], a[2], a[3]], p))
 }
 
 impl Translation {
-    /// A packet of direction `dir` arriving as `a` and leaving as `l`.
+    /// A packet of direction `dir` that arrived as `arrived`, of the connection tracked as
+    /// `key` with translation `x`: original packets arrive addressed to the untranslated
+    /// destination and leave from the translated source, replies the other way round.
     #[inline]
-    pub(crate) fn packet(a: &Key, l: &Key, dir: usize, destination_nat: bool) -> Translation {
+    pub(crate) fn packet(arrived: &Key, key: &Key, x: &NatExt, dir: usize) -> Translation {
+        let icmp = is_icmp(key.proto);
+        let snat = x.flags & NAT_SRC != 0;
+        let dnat = x.flags & NAT_DST != 0;
+        // An ICMP query's identifier goes with whichever address changes: the
+        // translated one for a request's source, the inside one otherwise.
+        let (src, dst) = if dir == 0 {
+            let dport = if icmp { key.sport } else { key.dport };
+            (
+                snat.then_some((x.snat, x.snat_port)),
+                dnat.then_some((key.dst, dport)),
+            )
+        } else {
+            let sport = if icmp { key.sport } else { x.dnat_port };
+            (
+                dnat.then_some((x.dnat, sport)),
+                snat.then_some((key.src, key.sport)),
+            )
+        };
         Translation {
             dir: u8::from(dir != 0),
             error: false,
-            destination_nat,
-            a: *a,
-            l: *l,
-            outer: ([0; 16], [0; 16]),
-            outer_src: None,
-            outer_dst: None,
-            outer_proto: 0,
+            destination_nat: dnat,
+            family: family_of(key),
+            src,
+            dst,
+            quoted_src: None,
+            quoted_dst: None,
+            arrived: *arrived,
+            sums: x.sums[dir & 1],
         }
     }
 
@@ -152,16 +195,26 @@ impl Translation {
     ) -> Translation {
         let (aq, lq, dq) = quoted;
         let (ae, le) = err;
+        let dir = u8::from(dq != 0);
+        let (quoted_src, quoted_dst) = changes(lq, aq, dir);
         Translation {
-            dir: u8::from(dq != 0),
+            dir,
             error: true,
             destination_nat,
-            a: *aq,
-            l: *lq,
-            outer: (ip.src, ip.dst),
-            outer_src: (ip.src == ae.src && le.src != ae.src).then_some(le.src),
-            outer_dst: (ip.dst == ae.dst && le.dst != ae.dst).then_some(le.dst),
-            outer_proto: ip.proto,
+            family: ip.family,
+            src: (ip.src == ae.src && le.src != ae.src).then_some((le.src, 0)),
+            dst: (ip.dst == ae.dst && le.dst != ae.dst).then_some((le.dst, 0)),
+            quoted_src,
+            quoted_dst,
+            arrived: Key {
+                src: ip.src,
+                dst: ip.dst,
+                sport: 0,
+                dport: 0,
+                proto: ip.proto,
+                family: aq.family,
+            },
+            sums: [0; 2],
         }
     }
 
@@ -177,83 +230,105 @@ impl Translation {
 
     /// The new source address and port (for an ICMP error: the outer source; port 0).
     pub fn src(&self) -> Option<(IpAddr, u16)> {
-        if self.error {
-            let f = family_of(&self.a);
-            return self.outer_src.map(|a| (addr_to_ip(f, &a), 0));
-        }
-        src_change(&self.a, &self.l, self.dir)
+        ip(self.family, self.src)
     }
 
     /// The new destination address and port (for an ICMP error: the outer destination).
     pub fn dst(&self) -> Option<(IpAddr, u16)> {
-        if self.error {
-            let f = family_of(&self.a);
-            return self.outer_dst.map(|a| (addr_to_ip(f, &a), 0));
+        ip(self.family, self.dst)
+    }
+
+    /// [`Translation::src`] as the bytes the packet holds (4 for IPv4, 16 for IPv6).
+    pub fn src_octets(&self) -> Option<(&[u8], u16)> {
+        octets(self.family, &self.src)
+    }
+
+    /// [`Translation::dst`] as the bytes the packet holds.
+    pub fn dst_octets(&self) -> Option<(&[u8], u16)> {
+        octets(self.family, &self.dst)
+    }
+
+    /// For a packet of an IPv4 TCP or UDP connection, the rewrite with its checksum sums
+    /// worked out; `None` otherwise.
+    #[inline]
+    pub fn ipv4(&self) -> Option<Ipv4Rewrite> {
+        let plain = matches!(
+            self.arrived.proto,
+            crate::wire::PROTO_TCP | crate::wire::PROTO_UDP
+        );
+        if self.error || self.family != Family::V4 || !plain {
+            return None;
         }
-        dst_change(&self.a, &self.l, self.dir)
+        Some(Ipv4Rewrite {
+            src: v4(self.src),
+            dst: v4(self.dst),
+            ip_sum: self.sums[0],
+            l4_sum: self.sums[1],
+        })
     }
 
     /// For an ICMP error, the quoted packet's new source and destination: back to how its
     /// sender knew it.
     pub fn quoted_src(&self) -> Option<(IpAddr, u16)> {
-        self.error
-            .then(|| src_change(&self.l, &self.a, self.dir))
-            .flatten()
+        ip(self.family, self.quoted_src)
     }
 
     pub fn quoted_dst(&self) -> Option<(IpAddr, u16)> {
-        self.error
-            .then(|| dst_change(&self.l, &self.a, self.dir))
-            .flatten()
+        ip(self.family, self.quoted_dst)
     }
 
     /// The packet as it arrived (an ICMP error: its outer addresses, ports zero).
     pub fn arrived(&self) -> Flow {
-        if self.error {
-            let f = family_of(&self.a);
-            return Flow {
-                proto: self.outer_proto,
-                src: addr_to_ip(f, &self.outer.0),
-                sport: 0,
-                dst: addr_to_ip(f, &self.outer.1),
-                dport: 0,
-            };
+        let k = &self.arrived;
+        let (sport, dport) = if self.error {
+            (0, 0)
+        } else {
+            ports(k, self.dir)
+        };
+        Flow {
+            proto: k.proto,
+            src: addr_to_ip(self.family, &k.src),
+            sport,
+            dst: addr_to_ip(self.family, &k.dst),
+            dport,
         }
-        flow(&self.a, self.dir)
     }
 
     /// The packet as it leaves.
     pub fn leaves(&self) -> Flow {
-        if self.error {
-            let f = family_of(&self.a);
-            let src = self.outer_src.unwrap_or(self.outer.0);
-            let dst = self.outer_dst.unwrap_or(self.outer.1);
-            return Flow {
-                proto: self.outer_proto,
-                src: addr_to_ip(f, &src),
-                sport: 0,
-                dst: addr_to_ip(f, &dst),
-                dport: 0,
-            };
+        let mut f = self.arrived();
+        let icmp = !self.error && is_icmp(f.proto);
+        if let Some((a, p)) = self.src() {
+            f.src = a;
+            if !self.error {
+                f.sport = p;
+            }
         }
-        flow(&self.l, self.dir)
+        if let Some((a, p)) = self.dst() {
+            f.dst = a;
+            if !self.error {
+                f.dport = p;
+            }
+        }
+        if icmp {
+            // The identifier plays both ports: the one the rewrite gave it.
+            let id = self.src.or(self.dst).map_or(f.sport, |x| x.1);
+            f.sport = id;
+            f.dport = id;
+        }
+        f
     }
 
     /// The packet's header facts as tracking and rules see them: destination NAT applied,
     /// source NAT not yet.
     #[inline]
     pub(crate) fn apply_to_meta(&self, m: &mut PacketMeta) {
-        if self.error {
-            if let Some(a) = self.outer_dst {
-                m.dst = Some(addr_to_ip(family_of(&self.a), &a));
-            }
+        let Some((a, p)) = self.dst else {
             return;
-        }
-        if self.a.dst != self.l.dst {
-            m.dst = Some(addr_to_ip(family_of(&self.l), &self.l.dst));
-        }
-        if m.dport.is_some() {
-            m.dport = Some(self.l.dport);
+        };
+        m.dst = Some(addr_to_ip(self.family, &a));
+        if m.dport.is_some() && !self.error {
+            m.dport = Some(p);
         }
     }
 }

@@ -83,7 +83,7 @@ pub(crate) const STATUS_NAT: u8 = 8;
 /// connections pay for it). The entry's key is the connection as tracking sees it: after
 /// destination NAT, before source NAT. Original packets arrive addressed to `dnat` and leave
 /// from `snat`; replies arrive addressed to `snat` and leave from `dnat`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NatExt {
     pub snat: Addr,
     pub dnat: Addr,
@@ -91,6 +91,11 @@ pub(crate) struct NatExt {
     pub dnat_port: u16,
     /// `NAT_*` bits.
     pub flags: u8,
+    /// For IPv4 TCP and UDP, per direction: what the translation adds to the IPv4 header
+    /// checksum and to the transport checksum (RFC 1624's `~m + m'` over the changed words,
+    /// folded). Every packet of a direction changes the same fields from the same values,
+    /// so a rewrite only has to write the fields and add these.
+    pub sums: [[u16; 2]; 2],
 }
 
 pub(crate) const NAT_SRC: u8 = 1;
@@ -107,6 +112,7 @@ impl NatExt {
         snat_port: 0,
         dnat_port: 0,
         flags: 0,
+        sums: [[0; 2]; 2],
     };
 
     /// The original direction as it arrives (before destination NAT).
@@ -135,6 +141,37 @@ impl NatExt {
             dport,
             ..*k
         }
+    }
+
+    /// Works out `sums` for the connection tracked as `k`.
+    pub(crate) fn with_sums(mut self, k: &Key) -> NatExt {
+        fn word(old: [u8; 2], new: [u8; 2]) -> u64 {
+            if old == new {
+                0
+            } else {
+                u64::from(!u16::from_be_bytes(old)) + u64::from(u16::from_be_bytes(new))
+            }
+        }
+        fn addr(old: &Addr, new: &Addr) -> u64 {
+            word([old[0], old[1]], [new[0], new[1]]) + word([old[2], old[3]], [new[2], new[3]])
+        }
+        if k.family != 4 {
+            return self;
+        }
+        let (a0, a1) = (self.arrive_original(k), self.arrive_reply(k));
+        let forms = [(a0, reverse(&a1)), (a1, reverse(&a0))];
+        for (d, (a, l)) in forms.iter().enumerate() {
+            let ip = addr(&a.src, &l.src) + addr(&a.dst, &l.dst);
+            let ports = word(a.sport.to_be_bytes(), l.sport.to_be_bytes())
+                + word(a.dport.to_be_bytes(), l.dport.to_be_bytes());
+            if let Some(s) = self.sums.get_mut(d) {
+                *s = [
+                    crate::wire::checksum::fold(ip),
+                    crate::wire::checksum::fold(ip + ports),
+                ];
+            }
+        }
+        self
     }
 
     /// Whether the entry's own key is filed too: not when both ends are translated (NAT
@@ -392,6 +429,15 @@ impl Table {
         self.release_cap = cap;
     }
 
+    #[inline(always)]
+    fn prefetch_ext(&self, id: u32) {
+        let c = (id >> CHUNK_SHIFT) as usize;
+        if let Some(chunk) = self.nat.get(c) {
+            let o = id as usize & (CHUNK - 1);
+            prefetch_read(chunk.as_ptr().wrapping_add(o).cast::<u8>());
+        }
+    }
+
     /// The translation of entry `id` (`NatExt::NONE` if it has none).
     #[inline]
     pub(crate) fn ext(&self, id: u32) -> &NatExt {
@@ -497,6 +543,11 @@ impl Table {
                 let raw = bucket.id(i);
                 let id = raw & ID_MASK;
                 let form = raw >> FORM_SHIFT;
+                if !self.nat.is_empty() {
+                    // A translated entry's record is read right after the entry: start
+                    // loading its line now, so the two misses overlap instead of queueing.
+                    self.prefetch_ext(id);
+                }
                 let dir = if form == FORM_KEY {
                     self.get(id).direction_of(key)
                 } else {
@@ -518,18 +569,28 @@ impl Table {
         None
     }
 
-    /// The direction of `key` against one of an entry's translated tuples.
+    /// The direction of `key` against one of an entry's translated tuples: the original
+    /// direction as it arrives (addressed to the untranslated destination), or the reply
+    /// direction as it arrives (addressed to the translated source).
     #[inline(never)]
     fn form_direction(&self, id: u32, form: u32, key: &Key, quoted: bool) -> Option<usize> {
-        let e = self.get(id);
+        let e = &self.get(id).key;
         let x = self.ext(id);
-        let (filed, dir) = match form {
-            FORM_REPLY => (x.arrive_reply(&e.key), 1),
-            _ => (x.arrive_original(&e.key), 0),
+        if e.proto != key.proto || e.family != key.family {
+            return None;
+        }
+        // (near end, far end) of the filed tuple, and the direction it is filed for.
+        let (near, far, dir) = if form == FORM_REPLY {
+            ((&x.snat, x.snat_port), (&e.dst, e.dport), 1)
+        } else {
+            ((&e.src, e.sport), (&x.dnat, x.dnat_port), 0)
         };
-        if *key == filed {
+        // Reply form: the far end (the peer) sends to the near end (the translated
+        // source); original form: the near end sends to the far end.
+        let (from, to) = if dir == 1 { (far, near) } else { (near, far) };
+        if (&key.src, key.sport) == from && (&key.dst, key.dport) == to {
             Some(dir)
-        } else if quoted && *key == reverse(&filed) {
+        } else if quoted && (&key.src, key.sport) == to && (&key.dst, key.dport) == from {
             Some(1 - dir)
         } else {
             None

@@ -68,13 +68,9 @@ pub struct Decision {
     pub log: Option<u32>,
     /// A reject answer is ready in [`Firewall::reply`].
     pub reply: bool,
-    /// NAT rewrote the packet: [`Firewall::frame`] holds it as it leaves.
+    /// NAT rewrote the packet: [`Firewall::frame`] holds it as it leaves (or the caller's
+    /// buffer, for [`Firewall::process_in_place`]); [`Firewall::translated`] tells how.
     pub translated: bool,
-    /// The addressing as the packet arrived, when NAT changed it before tracking
-    /// (`outcome.meta` is what tracking and rules saw).
-    pub arrived: Option<Tuple5>,
-    /// The addressing as the packet leaves, when NAT changed it.
-    pub leaves: Option<Tuple5>,
 }
 
 pub struct Firewall {
@@ -84,8 +80,9 @@ pub struct Firewall {
     rules: Ruleset,
     stats: FirewallStats,
     reply: Vec<u8>,
-    /// Present when the policy masquerades or forwards ports.
-    nat: Option<Nat>,
+    /// Present when the policy masquerades or forwards ports. Boxed: it is taken out for
+    /// each packet, and moving a pointer is cheaper than moving the maps.
+    nat: Option<Box<Nat>>,
     /// The frame as it leaves, when NAT rewrote it.
     frame: Vec<u8>,
 }
@@ -104,7 +101,7 @@ impl Firewall {
             verify_checksums: t.verify_checksums.unwrap_or(base.verify_checksums),
             hash_key: key,
         };
-        let nat = policy.uses_nat().then(|| Nat::new(&policy, key));
+        let nat = policy.uses_nat().then(|| Box::new(Nat::new(&policy, key)));
         let mut fw = Firewall {
             engine: Engine::new(cfg),
             topo: Topology::new(&policy),
@@ -155,6 +152,14 @@ impl Firewall {
         &self.frame
     }
 
+    /// How NAT changed the last packet, valid while the last [`Decision`] has `translated`
+    /// set: its addressing as it arrived (`outcome.meta` is what tracking and rules saw) and
+    /// as it leaves. Worked out only when asked for.
+    pub fn translated(&self) -> Option<(Tuple5, Tuple5)> {
+        let t = self.engine.translation()?;
+        Some((t.arrived().into(), t.leaves().into()))
+    }
+
     /// NAT counters, when the policy translates.
     pub fn nat_stats(&self) -> Option<NatStats> {
         let nat = self.nat.as_ref()?;
@@ -186,7 +191,10 @@ impl Firewall {
         self.rules.describe(by, &self.policy)
     }
 
-    /// Judges one frame, translating it where the policy says so.
+    /// Judges one frame, translating it where the policy says so: the frame as it leaves is
+    /// then in [`Firewall::frame`].
+    // Out of line so profiles (callgrind's --toggle-collect) can find the per-packet work.
+    #[inline(never)]
     pub fn process(
         &mut self,
         now: Time,
@@ -195,67 +203,116 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
     ) -> Decision {
-        let Some(mut nat) = self.nat.take() else {
-            return self.judge(now, link, data, wire_len, ingress, None);
-        };
-        if nat.books {
-            nat.collect(&mut self.engine);
+        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
+        if let Some(p) = pending {
+            let mut frame = core::mem::take(&mut self.frame);
+            frame.clear();
+            frame.extend_from_slice(data);
+            self.translate(&mut d, p, &mut frame);
+            self.frame = frame;
         }
-        let created = self.engine.nat_counters().created;
-        let mut nc = NatCtx {
-            nat: &mut nat,
-            plan: None,
-            ask: None,
-        };
-        let mut d = self.judge(now, link, data, wire_len, ingress, Some(&mut nc));
-        let (plan, ask) = (nc.plan, nc.ask);
-        if d.verdict == Verdict::Accept {
-            if let Some(t) = self.engine.translation() {
-                let at = usize::from(d.outcome.meta.link.ip_offset);
-                self.frame.clear();
-                self.frame.extend_from_slice(data);
-                let ok = self.frame.get_mut(at..).is_some_and(|ip| {
-                    if t.is_error() {
-                        nat::rewrite_icmp_error_outer(
-                            ip,
-                            t.src().map(|s| s.0),
-                            t.dst().map(|d| d.0),
-                            t.quoted_src(),
-                            t.quoted_dst(),
-                        )
-                        .is_ok()
-                    } else {
-                        nat::rewrite(ip, t.src(), t.dst()).is_ok()
-                    }
-                });
-                if ok {
-                    nat.rewritten += 1;
-                    d.translated = true;
-                    d.arrived = Some(t.arrived().into());
-                    let leaves = t.leaves();
-                    d.leaves = Some(leaves.into());
-                    if nat.books && self.engine.nat_counters().created > created {
-                        if let (Some(a), Some(p)) = (ask, plan.and_then(|p| p.snat)) {
-                            let out = (leaves.src, leaves.sport);
-                            let eim = p.endpoint_independent;
-                            nat.opened(a.proto, a.inside, out, eim);
-                        }
-                    }
-                } else {
-                    // Sent on untranslated it would leak the inside addresses.
-                    d.verdict = Verdict::Drop;
-                    d.outcome.verdict = EngineVerdict::Drop;
-                    d.outcome.reason = Some(DropReason::NatUnwritable);
-                    d.by = Some(Decider::Nat);
-                    self.stats.accepted -= 1;
-                    self.stats.dropped += 1;
-                }
-            }
-        }
-        self.nat = Some(nat);
         d
     }
 
+    /// [`Firewall::process`] for a frame the caller owns, as a dataplane does: a translated
+    /// frame is rewritten where it lies (`translated` says so), nothing is copied. A frame
+    /// that is not accepted is left as it was.
+    #[inline(never)]
+    pub fn process_in_place(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &mut [u8],
+        wire_len: usize,
+        ingress: Ingress,
+    ) -> Decision {
+        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
+        if let Some(p) = pending {
+            self.translate(&mut d, p, data);
+        }
+        d
+    }
+
+    /// Judges a frame; `Some` when it is accepted and must be translated. Inlined, with
+    /// `judge`, into each entry point so the large `Decision` is built where it is returned.
+    #[inline(always)]
+    fn decide(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        ingress: Ingress,
+    ) -> (Decision, Option<Pending>) {
+        let mut nat = self.nat.take();
+        let created = self.engine.nat_counters().created;
+        let mut nc = nat.as_mut().map(|nat| {
+            if nat.books {
+                nat.collect(&mut self.engine);
+            }
+            NatCtx {
+                nat,
+                plan: None,
+                ask: None,
+            }
+        });
+        let d = self.judge(now, link, data, wire_len, ingress, nc.as_mut());
+        let pending = nc.map(|nc| Pending {
+            created,
+            plan: nc.plan,
+            ask: nc.ask,
+        });
+        self.nat = nat;
+        let translate = d.verdict == Verdict::Accept && self.engine.translation().is_some();
+        (d, pending.filter(|_| translate))
+    }
+
+    /// Rewrites the frame `buf` as the engine's translation of it says.
+    fn translate(&mut self, d: &mut Decision, p: Pending, buf: &mut [u8]) {
+        let (Some(t), Some(nat)) = (self.engine.translation(), self.nat.as_mut()) else {
+            return;
+        };
+        let at = usize::from(d.outcome.meta.link.ip_offset);
+        let ok = buf.get_mut(at..).is_some_and(|ip| {
+            if t.is_error() {
+                nat::rewrite_icmp_error_outer(
+                    ip,
+                    t.src().map(|s| s.0),
+                    t.dst().map(|d| d.0),
+                    t.quoted_src(),
+                    t.quoted_dst(),
+                )
+                .is_ok()
+            } else {
+                match t.ipv4() {
+                    Some(rw) => nat::rewrite_ipv4(ip, &rw),
+                    None => nat::rewrite_octets(ip, t.src_octets(), t.dst_octets()),
+                }
+                .is_ok()
+            }
+        });
+        if !ok {
+            // Sent on untranslated it would leak the inside addresses.
+            d.verdict = Verdict::Drop;
+            d.outcome.verdict = EngineVerdict::Drop;
+            d.outcome.reason = Some(DropReason::NatUnwritable);
+            d.by = Some(Decider::Nat);
+            self.stats.accepted -= 1;
+            self.stats.dropped += 1;
+            return;
+        }
+        nat.rewritten += 1;
+        d.translated = true;
+        if nat.books && self.engine.nat_counters().created > p.created {
+            if let (Some(a), Some(s)) = (p.ask, p.plan.and_then(|p| p.snat)) {
+                let leaves = t.leaves();
+                let out = (leaves.src, leaves.sport);
+                nat.opened(a.proto, a.inside, out, s.endpoint_independent);
+            }
+        }
+    }
+
+    #[inline(always)]
     fn judge(
         &mut self,
         now: Time,
@@ -283,11 +340,24 @@ impl Firewall {
             judged: None,
             placed: None,
         };
-        let mut outcome = self
-            .engine
-            .process_hooked(now, link, data, wire_len, &mut ctx);
+        // Built in place: the outcome goes straight into the decision, never copied.
+        let mut d = Decision {
+            outcome: self
+                .engine
+                .process_hooked(now, link, data, wire_len, &mut ctx),
+            verdict: Verdict::Accept,
+            by: None,
+            chain: None,
+            in_iface: iface,
+            out_iface: None,
+            notrack: ctx.notrack,
+            log: None,
+            reply: false,
+            translated: false,
+        };
         let notrack = ctx.notrack;
         let mut judged = ctx.judged;
+        let outcome = &mut d.outcome;
         if outcome.reason == Some(DropReason::NatPortsExhausted) {
             if let Some(j) = judged.as_mut() {
                 j.judgement = Judgement {
@@ -298,20 +368,6 @@ impl Firewall {
                 };
             }
         }
-        let mut d = Decision {
-            outcome,
-            verdict: Verdict::Accept,
-            by: None,
-            chain: None,
-            in_iface: iface,
-            out_iface: None,
-            notrack,
-            log: None,
-            reply: false,
-            translated: false,
-            arrived: None,
-            leaves: None,
-        };
         if notrack.is_some() {
             self.stats.notracked += 1;
         }
@@ -352,12 +408,11 @@ impl Firewall {
                 }
             }
         }
-        outcome.verdict = if d.verdict == Verdict::Accept {
+        d.outcome.verdict = if d.verdict == Verdict::Accept {
             EngineVerdict::Accept
         } else {
             EngineVerdict::Drop
         };
-        d.outcome = outcome;
         match d.verdict {
             Verdict::Accept => self.stats.accepted += 1,
             _ => self.stats.dropped += 1,
@@ -383,6 +438,15 @@ struct Judged {
     chain: Option<Chain>,
     in_iface: Option<IfaceId>,
     out_iface: Option<IfaceId>,
+}
+
+/// What translating an accepted packet needs from judging it.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// The engine's count of translated connections before the packet.
+    created: u64,
+    plan: Option<NatRequest>,
+    ask: Option<PortAsk>,
 }
 
 /// NAT's part in judging one packet.

@@ -43,7 +43,9 @@ mod rewrite;
 use core::fmt;
 use core::net::IpAddr;
 
-pub use rewrite::{rewrite, rewrite_icmp_error, rewrite_icmp_error_outer};
+pub use rewrite::{
+    rewrite, rewrite_icmp_error, rewrite_icmp_error_outer, rewrite_ipv4, rewrite_octets,
+};
 
 /// A connection's addressing in one direction. For ICMP and ICMPv6 queries both ports are
 /// the query identifier; for protocols without ports both are zero.

@@ -16,6 +16,7 @@
 use core::net::IpAddr;
 
 use keepstate_engine::wire::{checksum, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use keepstate_engine::Ipv4Rewrite;
 
 use super::NatSkip;
 
@@ -432,9 +433,54 @@ pub fn rewrite(
     src: Option<(IpAddr, u16)>,
     dst: Option<(IpAddr, u16)>,
 ) -> Result<(), NatSkip> {
-    if rewrite_plain_v4(ip, src, dst) {
-        return Ok(());
+    let v4 = |x: Option<(IpAddr, u16)>| match x {
+        None => Some(None),
+        Some((IpAddr::V4(a), p)) => Some(Some((a.octets(), p))),
+        Some((IpAddr::V6(_), _)) => None,
+    };
+    if let (Some(s), Some(d)) = (v4(src), v4(dst)) {
+        if rewrite_plain_v4(ip, s, d) {
+            return Ok(());
+        }
     }
+    rewrite_any(ip, src, dst)
+}
+
+/// [`rewrite`] given addresses as the bytes a header holds (4 for IPv4, 16 for IPv6), as
+/// the engine keeps them: the common IPv4 case needs no conversion at all.
+pub fn rewrite_octets(
+    ip: &mut [u8],
+    src: Option<(&[u8], u16)>,
+    dst: Option<(&[u8], u16)>,
+) -> Result<(), NatSkip> {
+    let v4 = |x: Option<(&[u8], u16)>| match x {
+        None => Some(None),
+        Some((b, p)) => <[u8; 4]>::try_from(b).ok().map(|a| Some((a, p))),
+    };
+    if let (Some(s), Some(d)) = (v4(src), v4(dst)) {
+        if rewrite_plain_v4(ip, s, d) {
+            return Ok(());
+        }
+    }
+    let addr = |x: Option<(&[u8], u16)>| -> Result<Option<(IpAddr, u16)>, NatSkip> {
+        let Some((b, p)) = x else {
+            return Ok(None);
+        };
+        if let Ok(a) = <[u8; 4]>::try_from(b) {
+            return Ok(Some((IpAddr::from(a), p)));
+        }
+        let a = <[u8; 16]>::try_from(b).map_err(|_| NatSkip::FamilyMismatch)?;
+        Ok(Some((IpAddr::from(a), p)))
+    };
+    rewrite_any(ip, addr(src)?, addr(dst)?)
+}
+
+/// [`rewrite`] for any packet, its layout worked out first.
+fn rewrite_any(
+    ip: &mut [u8],
+    src: Option<(IpAddr, u16)>,
+    dst: Option<(IpAddr, u16)>,
+) -> Result<(), NatSkip> {
     let l = parse_ip(ip, false)?;
     let f = l4_fields(ip, &l, false)?;
     let c = Change { src, dst };
@@ -443,46 +489,177 @@ pub fn rewrite(
     Ok(())
 }
 
+/// Rewrites a packet of an IPv4 TCP or UDP connection as the engine's translation says,
+/// with the checksum sums it worked out when the connection was translated: for plain IPv4
+/// TCP or UDP only the fields are written and the two sums added; anything else (IPv4
+/// options, a fragment) takes the general path, which works the sums out itself.
+pub fn rewrite_ipv4(ip: &mut [u8], rw: &Ipv4Rewrite) -> Result<(), NatSkip> {
+    if let Some((p, ck, udp)) = plain_v4_headers(ip) {
+        write_fields(p, rw.src, rw.dst);
+        add_sum(p, 10, rw.ip_sum, false);
+        add_sum(p, ck, rw.l4_sum, udp);
+        return Ok(());
+    }
+    let v4 = |x: Option<([u8; 4], u16)>| x.map(|(a, p)| (IpAddr::from(a), p));
+    rewrite_any(ip, v4(rw.src), v4(rw.dst))
+}
+
+/// The IPv4 and TCP or UDP headers of a plain packet (no options, not a fragment, complete),
+/// with where the transport checksum lies and whether it is UDP's.
+#[inline(always)]
+fn plain_v4_headers(ip: &mut [u8]) -> Option<(&mut [u8; 40], usize, bool)> {
+    let h = ip.get(..IPV4_HEADER_LEN)?;
+    let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
+    let (ck, udp, l4) = match h[9] {
+        PROTO_TCP => (IPV4_HEADER_LEN + 16, false, TCP_HEADER_LEN),
+        PROTO_UDP => (IPV4_HEADER_LEN + 6, true, UDP_HEADER_LEN),
+        _ => return None,
+    };
+    if h[0] != 0x45 || fragment || total > ip.len() || total < IPV4_HEADER_LEN + l4 {
+        return None;
+    }
+    // Forty bytes cover the UDP case too when the packet has them; a shorter UDP packet
+    // (28 to 39 bytes) takes the general path.
+    let p = ip.get_mut(..IPV4_HEADER_LEN + TCP_HEADER_LEN)?;
+    Some((<&mut [u8; 40]>::try_from(p).ok()?, ck, udp))
+}
+
+#[inline(always)]
+fn write_fields(p: &mut [u8; 40], src: Option<([u8; 4], u16)>, dst: Option<([u8; 4], u16)>) {
+    if let Some((a, port)) = src {
+        p[12..16].copy_from_slice(&a);
+        p[20..22].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((a, port)) = dst {
+        p[16..20].copy_from_slice(&a);
+        p[22..24].copy_from_slice(&port.to_be_bytes());
+    }
+}
+
+/// Adds a folded `~m + m'` sum to the checksum at `at` (RFC 1624 eqn. 3), leaving a UDP
+/// checksum of zero alone and sending a computed zero as all ones.
+#[inline(always)]
+fn add_sum(p: &mut [u8; 40], at: usize, sum: u16, udp: bool) {
+    let Some(field) = p.get_mut(at..at + 2) else {
+        return;
+    };
+    let old = u16::from_be_bytes([field[0], field[1]]);
+    if sum == 0 || (udp && old == 0) {
+        return;
+    }
+    // Two 16-bit values: at most one carry to fold back in.
+    let t = u32::from(!old) + u32::from(sum);
+    #[allow(clippy::cast_possible_truncation)]
+    let mut new = !(((t & 0xffff) + (t >> 16)) as u16);
+    if udp && new == 0 {
+        new = 0xffff;
+    }
+    field.copy_from_slice(&new.to_be_bytes());
+}
+
 /// [`rewrite`] for the packet nearly every translated connection carries: IPv4 without
 /// options, not a fragment, TCP or UDP, complete. Fixed offsets, no layout to work out.
 /// Returns `false`, having written nothing, for anything else.
 #[inline]
-fn rewrite_plain_v4(ip: &mut [u8], src: Option<(IpAddr, u16)>, dst: Option<(IpAddr, u16)>) -> bool {
-    let v4 = |x: Option<(IpAddr, u16)>| match x {
-        None => Some(None),
-        Some((IpAddr::V4(a), p)) => Some(Some((a.octets(), p))),
-        Some((IpAddr::V6(_), _)) => None,
-    };
-    let (Some(src), Some(dst)) = (v4(src), v4(dst)) else {
-        return false;
-    };
+fn rewrite_plain_v4(
+    ip: &mut [u8],
+    src: Option<([u8; 4], u16)>,
+    dst: Option<([u8; 4], u16)>,
+) -> bool {
     let Some(h) = ip.get(..IPV4_HEADER_LEN) else {
         return false;
     };
     let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
     let fragment = u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0;
-    let (ck, udp) = match h[9] {
-        PROTO_TCP => (IPV4_HEADER_LEN + 16, false),
-        PROTO_UDP => (IPV4_HEADER_LEN + 6, true),
+    let udp = match h[9] {
+        PROTO_TCP => false,
+        PROTO_UDP => true,
         _ => return false,
     };
-    let l4_len = if udp { UDP_HEADER_LEN } else { TCP_HEADER_LEN };
-    if h[0] != 0x45 || fragment || total > ip.len() || total < IPV4_HEADER_LEN + l4_len {
+    if h[0] != 0x45 || fragment || total > ip.len() {
         return false;
     }
-    let mut addrs = 0;
-    let mut ports = 0;
-    if let Some((a, p)) = src {
-        addrs += replace(ip, 12, &a);
-        ports += replace(ip, IPV4_HEADER_LEN, &p.to_be_bytes());
+    if udp {
+        match ip.get_mut(..IPV4_HEADER_LEN + UDP_HEADER_LEN) {
+            Some(p) if total >= p.len() => plain_v4::<28, 26>(p, src, dst, true),
+            _ => return false,
+        }
+    } else {
+        match ip.get_mut(..IPV4_HEADER_LEN + TCP_HEADER_LEN) {
+            Some(p) if total >= p.len() => plain_v4::<40, 36>(p, src, dst, false),
+            _ => return false,
+        }
     }
-    if let Some((a, p)) = dst {
-        addrs += replace(ip, 16, &a);
-        ports += replace(ip, IPV4_HEADER_LEN + 2, &p.to_be_bytes());
-    }
-    adjust(ip, Some(10), addrs, false);
-    adjust(ip, Some(ck), addrs + ports, udp);
     true
+}
+
+/// One 16-bit word's contribution to an incremental checksum update (nothing when it does
+/// not change, so an unchanged packet keeps its exact checksum bytes).
+#[inline(always)]
+fn word(old: u16, new: u16) -> u64 {
+    if old == new {
+        0
+    } else {
+        u64::from(!old) + u64::from(new)
+    }
+}
+
+/// The headers (IPv4 without options, then TCP or UDP) as a fixed array: `N` bytes (28
+/// for UDP, 40 for TCP), the transport checksum at `CK`. Every index is a constant below
+/// `N`.
+#[inline(always)]
+fn plain_v4<const N: usize, const CK: usize>(
+    p: &mut [u8],
+    src: Option<([u8; 4], u16)>,
+    dst: Option<([u8; 4], u16)>,
+    udp: bool,
+) {
+    let Ok(p) = <&mut [u8; N]>::try_from(p) else {
+        return;
+    };
+    let mut addrs = 0u64;
+    let mut ports = 0u64;
+    if let Some(([a0, a1, a2, a3], port)) = src {
+        addrs += word(
+            u16::from_be_bytes([p[12], p[13]]),
+            u16::from_be_bytes([a0, a1]),
+        );
+        addrs += word(
+            u16::from_be_bytes([p[14], p[15]]),
+            u16::from_be_bytes([a2, a3]),
+        );
+        ports += word(u16::from_be_bytes([p[20], p[21]]), port);
+        p[12..16].copy_from_slice(&[a0, a1, a2, a3]);
+        p[20..22].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some(([a0, a1, a2, a3], port)) = dst {
+        addrs += word(
+            u16::from_be_bytes([p[16], p[17]]),
+            u16::from_be_bytes([a0, a1]),
+        );
+        addrs += word(
+            u16::from_be_bytes([p[18], p[19]]),
+            u16::from_be_bytes([a2, a3]),
+        );
+        ports += word(u16::from_be_bytes([p[22], p[23]]), port);
+        p[16..20].copy_from_slice(&[a0, a1, a2, a3]);
+        p[22..24].copy_from_slice(&port.to_be_bytes());
+    }
+    if addrs != 0 {
+        let old = u16::from_be_bytes([p[10], p[11]]);
+        let new = !checksum::fold(u64::from(!old) + addrs);
+        p[10..12].copy_from_slice(&new.to_be_bytes());
+    }
+    let old = u16::from_be_bytes([p[CK], p[CK + 1]]);
+    if addrs + ports != 0 && !(udp && old == 0) {
+        let mut new = !checksum::fold(u64::from(!old) + addrs + ports);
+        if udp && new == 0 {
+            // RFC 768: a computed zero is transmitted as all ones.
+            new = 0xffff;
+        }
+        p[CK..CK + 2].copy_from_slice(&new.to_be_bytes());
+    }
 }
 
 /// Rewrites an ICMP or ICMPv6 error travelling back through NAT (netfilter's
@@ -584,6 +761,49 @@ pub fn rewrite_icmp_error_outer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fixed-offset path writes exactly what the general one does.
+    #[test]
+    fn plain_ipv4_path_matches_the_general_one() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..2000 {
+            let udp = i % 2 == 0;
+            let mut p = vec![0u8; if udp { 36 } else { 48 }];
+            for b in p.iter_mut() {
+                *b = next().to_le_bytes()[0];
+            }
+            let len = u16::try_from(p.len()).unwrap_or(0);
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+            p[6] &= 0x80;
+            p[7] = 0;
+            p[9] = if udp { PROTO_UDP } else { PROTO_TCP };
+            if udp && i % 6 == 0 {
+                p[26] = 0;
+                p[27] = 0;
+            }
+            let r = next().to_le_bytes();
+            let addr = |o: usize| IpAddr::from([r[o], r[o + 1], r[o + 2], r[o + 3]]);
+            let port = u16::from_be_bytes([r[0], r[7]]);
+            let src = (i % 3 != 0).then(|| (addr(0), port));
+            let dst = (i % 3 != 1).then(|| (addr(4), port ^ 0x5a5a));
+            let mut fast = p.clone();
+            let mut slow = p.clone();
+            let v4 = |x: Option<(IpAddr, u16)>| match x {
+                Some((IpAddr::V4(a), p)) => Some((a.octets(), p)),
+                _ => None,
+            };
+            assert!(rewrite_plain_v4(&mut fast, v4(src), v4(dst)));
+            assert_eq!(rewrite_any(&mut slow, src, dst), Ok(()));
+            assert_eq!(fast, slow, "packet {i}");
+        }
+    }
 
     #[test]
     fn rfc1624_example() {

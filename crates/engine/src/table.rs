@@ -664,7 +664,11 @@ impl Table {
     pub(crate) fn set_nat(&mut self, id: u32, key: Key, ext: NatExt) {
         self.reserve(3);
         let old = self.get(id).key;
-        self.unplace(self.hash(&old), id);
+        // Source NAT alone leaves the key as it is: its slot stays.
+        let keep = old == key && ext.keeps_key_slot();
+        if !keep {
+            self.unplace(self.hash(&old), id);
+        }
         let c = (id >> CHUNK_SHIFT) as usize;
         while self.nat.len() <= c {
             self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
@@ -680,11 +684,11 @@ impl Table {
         e.key = key;
         e.status |= STATUS_NAT;
         self.nat_live += 1;
-        self.file_nat(id, &key, &ext);
+        self.file_nat(id, &key, &ext, keep);
     }
 
-    fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt) {
-        if x.keeps_key_slot() {
+    fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool) {
+        if x.keeps_key_slot() && !filed {
             self.place(self.hash(key), id);
         }
         if x.flags & NAT_DST != 0 {

@@ -97,6 +97,10 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
             };
             write!(line, "  masquerade ({mapping})")?;
         }
+        if !z.antispoof {
+            // On is the default; say so only when it is off.
+            write!(line, "  antispoof off")?;
+        }
         writeln!(out, "{}", line.trim_end())?;
     }
 

@@ -114,6 +114,12 @@ reasons! {
     /// an ICMP error quoting too little): sent on untranslated it would leak inside
     /// addresses.
     NatUnwritable = "nat-unwritable",
+    /// Arrived on an interface its source address does not route back through, or claiming
+    /// one of the firewall's own addresses: the zone's reverse-path check (`antispoof`).
+    SpoofedSource = "spoofed-source",
+    /// A source address no network hands out (unspecified, loopback, multicast, broadcast,
+    /// reserved), arriving on a zone with `antispoof`.
+    MartianSource = "martian-source",
 }
 
 impl fmt::Display for DropReason {

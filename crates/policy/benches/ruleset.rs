@@ -112,6 +112,7 @@ fn zone(name: &str, input: PolicyAction, forward: PolicyAction) -> Zone {
         forward,
         masquerade: false,
         mapping: Mapping::default(),
+        antispoof: true,
         span: Span::default(),
     }
 }

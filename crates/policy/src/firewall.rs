@@ -12,6 +12,7 @@ use keepstate_engine::{
     SnatRequest, Time, Verdict as EngineVerdict,
 };
 
+use crate::antispoof;
 use crate::model::{IfaceId, Mapping, Policy, ZoneId};
 use crate::nat::{self, Tuple5};
 use crate::reject;
@@ -334,9 +335,11 @@ impl Firewall {
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
+            antispoof: self.policy.zones.iter().any(|z| z.antispoof),
             ingress,
             now,
             notrack: None,
+            spoofed: None,
             judged: None,
             placed: None,
         };
@@ -357,7 +360,11 @@ impl Firewall {
         };
         let notrack = ctx.notrack;
         let mut judged = ctx.judged;
+        let spoofed = ctx.spoofed;
         let outcome = &mut d.outcome;
+        if let Some((reason, _)) = spoofed {
+            outcome.reason = Some(reason);
+        }
         if outcome.reason == Some(DropReason::NatPortsExhausted) {
             if let Some(j) = judged.as_mut() {
                 j.judgement = Judgement {
@@ -467,9 +474,13 @@ struct Ctx<'a, 'n> {
     drop_invalid: bool,
     accept_established: bool,
     has_notrack: bool,
+    /// Some zone checks where its packets come from.
+    antispoof: bool,
     ingress: Ingress,
     now: Time,
     notrack: Option<u32>,
+    /// The reverse-path check refused the packet: why, and the zone it arrived in.
+    spoofed: Option<(DropReason, ZoneId)>,
     judged: Option<Judged>,
     /// The packet's place, once the raw hook has worked it out.
     placed: Option<Place>,
@@ -534,6 +545,31 @@ impl Ctx<'_, '_> {
         } else {
             EngineVerdict::Drop
         }
+    }
+
+    /// The reverse-path check of the zone a packet arrived in: `Some` with the reason and
+    /// zone when the zone checks and the source cannot have come from there.
+    fn spoofed(&self, m: &PacketMeta) -> Option<(DropReason, ZoneId)> {
+        let src = m.src?;
+        let iface = match self.ingress {
+            Ingress::Arrived(i) => i,
+            // A capture that does not record direction: from our own address, it was sent.
+            Ingress::Seen(i) if !self.topo.is_local(src) => i,
+            _ => return None,
+        };
+        let zone = self.topo.zone_of(iface);
+        if !self.policy.zones.get(usize::from(zone))?.antispoof {
+            return None;
+        }
+        match antispoof::classify(src, m) {
+            antispoof::Source::Martian => return Some((DropReason::MartianSource, zone)),
+            antispoof::Source::LinkScoped => return None,
+            antispoof::Source::Routable => {}
+        }
+        if self.topo.is_local(src) || self.topo.route(src) != Some(iface) {
+            return Some((DropReason::SpoofedSource, zone));
+        }
+        None
     }
 
     /// Destination NAT for a connection's first packet: a port forward (accepted without a
@@ -667,6 +703,14 @@ impl Ctx<'_, '_> {
 
 impl Hooks for Ctx<'_, '_> {
     fn raw(&mut self, meta: &PacketMeta) -> bool {
+        if self.antispoof {
+            if let Some(s) = self.spoofed(meta) {
+                // Refused before tracking, as `rp_filter` and nftables' `fib saddr` checks
+                // in prerouting are: the table never sees it.
+                self.spoofed = Some(s);
+                return true;
+            }
+        }
         if !self.has_notrack {
             return false;
         }
@@ -687,6 +731,9 @@ impl Hooks for Ctx<'_, '_> {
     }
 
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
+        if let Some((_, zone)) = self.spoofed {
+            return self.decide_early(Verdict::Drop, Decider::Antispoof(zone));
+        }
         if out.reason == Some(DropReason::NatBypass) {
             return self.decide_early(Verdict::Drop, Decider::Nat);
         }

@@ -4,6 +4,7 @@
 //! [`config`]), compiled into a ruleset whose per-packet cost does not grow with the number
 //! of rules or prefixes.
 
+mod antispoof;
 pub mod config;
 pub mod firewall;
 pub mod limit;

@@ -149,6 +149,10 @@ pub struct Zone {
     /// Rewrite the source of traffic leaving through this zone to the interface's address.
     pub masquerade: bool,
     pub mapping: Mapping,
+    /// Drop packets arriving here whose source address routes back through another
+    /// interface, is one of the firewall's own, or is a martian (strict reverse-path check,
+    /// like pf's `antispoof` and Linux's `rp_filter`).
+    pub antispoof: bool,
     pub span: Span,
 }
 

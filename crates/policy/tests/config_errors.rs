@@ -141,6 +141,12 @@ fn unknown_field_lists_the_allowed_ones() {
         "use `masquerade`",
     );
     error_in(
+        "[[zone]]\nname = \"x\"\nrp_filter = true\n",
+        3,
+        1,
+        "use `antispoof`",
+    );
+    error_in(
         "[zones]\n",
         1,
         2,
@@ -166,6 +172,12 @@ fn wrong_type() {
         3,
         14,
         "`masquerade` must be a boolean (true or false), found a string",
+    );
+    error_in(
+        "[[zone]]\nname = \"lan\"\nantispoof = 1\n",
+        3,
+        13,
+        "`antispoof` must be a boolean (true or false), found an integer",
     );
     error_in(
         "[tracking]\nmax_connections = \"many\"\n",

@@ -740,3 +740,91 @@ fn one_to_one_nat_both_ways_with_rules_deciding() {
     assert_eq!(r.fw.nat_bindings(), bindings);
     assert_eq!(r.fw.engine().len(), entries);
 }
+
+fn reason(d: &Decision) -> Option<&'static str> {
+    d.outcome.reason.map(DropReason::name)
+}
+
+#[test]
+fn antispoof_drops_sources_that_cannot_arrive_where_they_did() {
+    let mut r = Rig::home();
+    let wan_zone = r.fw.topology().zone_of(r.wan);
+    // Claiming a LAN host, or the router itself, from the WAN side.
+    for src in [LAN_HOST, WAN_ADDR, [192, 168, 1, 1]] {
+        let d = r.wan(&tcp4(src, LAN_HOST, 40_000, 22, 1, None, true));
+        assert!(!accepted(&d), "{src:?}: {d:?}");
+        assert_eq!(reason(&d), Some("spoofed-source"), "{src:?}");
+        assert_eq!(d.by, Some(Decider::Antispoof(wan_zone)));
+        assert_eq!(
+            r.fw.describe(Decider::Antispoof(wan_zone)),
+            "zone wan antispoof"
+        );
+    }
+    // Addresses no sender has.
+    for src in [
+        [127, 0, 0, 1],
+        [0, 1, 2, 3],
+        [224, 0, 0, 5],
+        [255, 255, 255, 255],
+    ] {
+        let d = r.wan(&udp4(src, WAN_ADDR, 5_000, 53, b"x"));
+        assert!(!accepted(&d), "{src:?}: {d:?}");
+        assert_eq!(reason(&d), Some("martian-source"), "{src:?}");
+    }
+    // A LAN host using an outside address as its source.
+    let d = r.lan(&tcp4(SCANNER, WEB, 40_000, 443, 1, None, true));
+    assert_eq!(reason(&d), Some("spoofed-source"));
+    assert!(!accepted(&d));
+    // Nothing of it reached the state table.
+    assert_eq!(r.fw.engine().len(), 0);
+    assert_eq!(r.fw.engine().stats().created, 0);
+
+    // What may arrive there still passes the check and meets the policy.
+    let d = r.wan(&tcp4(SCANNER, WAN_ADDR, 40_000, 22, 1, None, true));
+    assert_eq!(reason(&d), Some("zone-policy"));
+    let d = r.lan(&tcp4(LAN_HOST, WEB, 40_000, 443, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    // A DHCP client has no address yet.
+    let d = r.lan(&udp4([0; 4], [255; 4], 68, 67, b"discover"));
+    assert!(accepted(&d), "{d:?}");
+    assert_ne!(reason(&d), Some("martian-source"));
+}
+
+#[test]
+fn antispoof_follows_established_connections_too() {
+    let mut r = Rig::home();
+    let syn = tcp4(LAN_HOST, WEB, 40_001, 443, 100, None, true);
+    assert!(accepted(&r.lan(&syn)));
+    let reply = r.fw.frame().to_vec();
+    let (_, _, sport, _) = checked(&reply);
+    let synack = tcp4(WEB, WAN_ADDR, 443, sport, 7_000, Some(101), true);
+    assert!(accepted(&r.wan(&synack)));
+    // The LAN host's own packet of that connection, injected from the WAN side.
+    let forged = tcp4(LAN_HOST, WEB, 40_001, 443, 101, Some(7_001), false);
+    let d = r.wan(&forged);
+    assert!(!accepted(&d), "{d:?}");
+    assert_eq!(reason(&d), Some("spoofed-source"));
+    // From the LAN it is the connection's next packet.
+    let d = r.lan(&forged);
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.state, CtState::Established);
+}
+
+#[test]
+fn antispoof_can_be_switched_off_per_zone_and_needs_a_known_ingress() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"),
+    )
+    .unwrap();
+    let off = text.replacen("antispoof = true", "antispoof = false", 1);
+    assert_ne!(off, text, "the example switches antispoof on for wan");
+    let mut r = rig(&off);
+    let d = r.wan(&tcp4(LAN_HOST, LAN_HOST, 40_000, 22, 1, None, true));
+    assert_ne!(reason(&d), Some("spoofed-source"), "{d:?}");
+    // Without knowing where a packet came from there is nothing to check.
+    let mut r = Rig::home();
+    let f = tcp4(LAN_HOST, WEB, 40_002, 443, 1, None, true);
+    let d =
+        r.fw.process(r.now, LinkType::Ethernet, &f, f.len(), Ingress::Unknown);
+    assert!(accepted(&d), "{d:?}");
+}

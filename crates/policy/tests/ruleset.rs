@@ -38,6 +38,7 @@ fn zone(name: &str, input: PolicyAction, output: PolicyAction, forward: PolicyAc
         forward,
         masquerade: false,
         mapping: Mapping::default(),
+        antispoof: true,
         span: Span::default(),
     }
 }

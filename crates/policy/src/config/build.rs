@@ -84,6 +84,7 @@ const ZONE_FIELDS: &[&str] = &[
     "forward",
     "masquerade",
     "mapping",
+    "antispoof",
 ];
 const FORWARDING_FIELDS: &[&str] = &["src", "dest"];
 const SET_FIELDS: &[&str] = &["name", "prefixes", "file"];
@@ -176,6 +177,8 @@ const NOTRACK_FORBIDDEN: &[(&str, &str)] = &[
 ];
 const ZONE_HINTS: &[(&str, &str)] = &[
     ("masq", "use `masquerade`"),
+    ("rp_filter", "use `antispoof`"),
+    ("urpf", "use `antispoof`"),
     (
         "network",
         "interfaces join a zone with `zone = \"...\"` in their [[interface]] section",
@@ -926,6 +929,7 @@ fn zone(
     let output = policy_action(cx, sec, "output").unwrap_or(fallback.output);
     let forward = policy_action(cx, sec, "forward").unwrap_or(fallback.forward);
     let masquerade = bool_field(cx, sec, "masquerade").unwrap_or(false);
+    let antispoof = bool_field(cx, sec, "antispoof").unwrap_or(true);
     let mut mapping = Mapping::default();
     if let Some(v) = sec.get("mapping") {
         let expected = "\"address-and-port-dependent\" or \"endpoint-independent\"";
@@ -958,6 +962,7 @@ fn zone(
             forward,
             masquerade,
             mapping,
+            antispoof,
             span: cx.span(sec.at),
         });
     }

@@ -124,6 +124,8 @@ pub enum Decider {
     PortForward(u32),
     /// NAT could not translate the packet (`nat-ports-exhausted`).
     Nat,
+    /// The arrival zone's reverse-path check (`spoofed-source`, `martian-source`).
+    Antispoof(ZoneId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -480,6 +482,7 @@ impl Ruleset {
                 }
             }
             Decider::Nat => "nat".into(),
+            Decider::Antispoof(z) => format!("zone {} antispoof", zone(z)),
         }
     }
 

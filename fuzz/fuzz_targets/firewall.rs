@@ -89,6 +89,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(!fw.reply().is_empty());
         }
         assert!(fw.engine().len() <= 16);
+        if let Err(e) = fw.engine().check_table() {
+            panic!("state table inconsistent: {e}");
+        }
     }
     let _ = fw.connections();
 });

@@ -54,6 +54,18 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
         describe_limit(&d.reject_limit),
         describe_limit(&d.log_limit)
     )?;
+    if d.synflood_protect {
+        writeln!(
+            out,
+            "syn flood: new TCP connections to the firewall at most {} per zone",
+            describe_limit(&d.synflood_limit)
+        )?;
+    } else {
+        writeln!(
+            out,
+            "syn flood: no limit on new TCP connections to the firewall"
+        )?;
+    }
     tracking(out, p)?;
 
     heading(out, "interfaces", p.interfaces.len())?;
@@ -100,6 +112,9 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
         if !z.antispoof {
             // On is the default; say so only when it is off.
             write!(line, "  antispoof off")?;
+        }
+        if let Some(l) = &z.syn_limit {
+            write!(line, "  syn_limit {}", describe_limit(l))?;
         }
         writeln!(out, "{}", line.trim_end())?;
     }

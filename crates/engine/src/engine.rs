@@ -386,6 +386,13 @@ impl Engine {
         self.xlate.as_ref()
     }
 
+    /// Checks the state table's index against its entries (every connection findable under
+    /// each tuple it is filed under, counts in agreement). It visits the whole table: for
+    /// tests and fuzzing.
+    pub fn check_table(&self) -> Result<(), String> {
+        self.table.check()
+    }
+
     /// Translated connections in the table.
     pub fn nat_connections(&self) -> usize {
         self.table.nat_len()

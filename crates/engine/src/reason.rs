@@ -120,6 +120,9 @@ reasons! {
     /// A source address no network hands out (unspecified, loopback, multicast, broadcast,
     /// reserved), arriving on a zone with `antispoof`.
     MartianSource = "martian-source",
+    /// A new TCP connection over its zone's SYN rate (`synflood_protect` for connections to
+    /// the firewall itself, the zone's `syn_limit` for forwarded ones).
+    SynFlood = "syn-flood",
 }
 
 impl fmt::Display for DropReason {

@@ -820,6 +820,66 @@ impl Table {
         }
     }
 
+    /// Checks the index against the entries: every live entry is found under each tuple it
+    /// is filed under, and the counts agree. For tests and fuzzing (it visits everything).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let mut slots = 0;
+        let mut nat = 0;
+        let mut live = 0;
+        for (id, e) in self.iter() {
+            live += 1;
+            let mut forms = Vec::new();
+            if e.status & STATUS_NAT == 0 {
+                forms.push((e.key, FORM_KEY));
+            } else {
+                nat += 1;
+                let x = self.ext(id);
+                if x.keeps_key_slot() {
+                    forms.push((e.key, FORM_KEY));
+                }
+                if x.flags & NAT_DST != 0 {
+                    forms.push((x.arrive_original(&e.key), FORM_ORIGINAL));
+                }
+                if x.flags & NAT_SRC != 0 {
+                    forms.push((x.arrive_reply(&e.key), FORM_REPLY));
+                }
+            }
+            for (k, form) in forms {
+                slots += 1;
+                let raw = id | form << FORM_SHIFT;
+                let tag = tag_of(self.hash(&k));
+                let filed = self
+                    .buckets
+                    .iter()
+                    .any(|b| (0..SLOTS).any(|i| b.tags[i] == tag && b.ids[i] == raw));
+                if !filed {
+                    return Err(format!("entry {id} is not filed under form {form}"));
+                }
+                if self.find(self.hash(&k), &k, false).is_none() {
+                    return Err(format!("entry {id} form {form} cannot be found"));
+                }
+            }
+        }
+        let occupied: usize = self
+            .buckets
+            .iter()
+            .map(|b| b.tags.iter().filter(|&&t| t >= 2).count())
+            .sum();
+        if occupied != slots || slots != self.filed {
+            return Err(format!(
+                "{occupied} slots occupied, {slots} expected, {} counted",
+                self.filed
+            ));
+        }
+        if live != self.len || nat != self.nat_live {
+            return Err(format!(
+                "{live} live ({}), {nat} translated ({})",
+                self.len, self.nat_live
+            ));
+        }
+        Ok(())
+    }
+
     /// Advances the sweep cursor by one id; returns it if that id is in use.
     pub(crate) fn sweep_next(&mut self) -> Option<u32> {
         if self.high == 0 {

@@ -113,6 +113,7 @@ fn zone(name: &str, input: PolicyAction, forward: PolicyAction) -> Zone {
         masquerade: false,
         mapping: Mapping::default(),
         antispoof: true,
+        syn_limit: None,
         span: Span::default(),
     }
 }

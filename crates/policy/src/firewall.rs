@@ -13,6 +13,7 @@ use keepstate_engine::{
 };
 
 use crate::antispoof;
+use crate::limit::Bucket;
 use crate::model::{IfaceId, Mapping, Policy, ZoneId};
 use crate::nat::{self, Tuple5};
 use crate::reject;
@@ -79,6 +80,7 @@ pub struct Firewall {
     policy: Policy,
     topo: Topology,
     rules: Ruleset,
+    syn: SynLimits,
     stats: FirewallStats,
     reply: Vec<u8>,
     /// Present when the policy masquerades or forwards ports. Boxed: it is taken out for
@@ -108,6 +110,7 @@ impl Firewall {
             topo: Topology::new(&policy),
             // Per-source limit tables hash addresses an attacker chooses: key them secretly.
             rules: Ruleset::with_key(&policy, key),
+            syn: SynLimits::new(&policy),
             policy,
             stats: FirewallStats::default(),
             reply: Vec::new(),
@@ -332,6 +335,7 @@ impl Firewall {
             policy: &self.policy,
             nat,
             rules: &mut self.rules,
+            syn: &mut self.syn,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
@@ -428,10 +432,48 @@ impl Firewall {
     }
 }
 
+/// SYN rate limits per zone: for new TCP connections to the firewall itself
+/// (`synflood_protect`) and for those forwarded from the zone (`syn_limit`).
+struct SynLimits {
+    input: Vec<Option<Bucket>>,
+    forward: Vec<Option<Bucket>>,
+}
+
+impl SynLimits {
+    fn new(p: &Policy) -> SynLimits {
+        let d = &p.defaults;
+        SynLimits {
+            input: p
+                .zones
+                .iter()
+                .map(|_| d.synflood_protect.then(|| Bucket::new(&d.synflood_limit)))
+                .collect(),
+            forward: p
+                .zones
+                .iter()
+                .map(|z| z.syn_limit.as_ref().map(Bucket::new))
+                .collect(),
+        }
+    }
+
+    fn allow(&mut self, chain: Chain, zone: ZoneId, now: Time) -> bool {
+        let buckets = match chain {
+            Chain::Input => &mut self.input,
+            Chain::Forward => &mut self.forward,
+            Chain::Output => return true,
+        };
+        match buckets.get_mut(usize::from(zone)) {
+            Some(Some(b)) => b.allow(now),
+            _ => true,
+        }
+    }
+}
+
 /// The drop reason for a policy decision on a packet the engine found nothing wrong with.
 fn policy_reason(j: Judgement) -> DropReason {
     match (j.by, j.verdict) {
         (Decider::Nat, _) => DropReason::NatPortsExhausted,
+        (Decider::SynFlood(_), _) => DropReason::SynFlood,
         (Decider::ZonePolicy { .. }, _) => DropReason::ZonePolicy,
         (Decider::NoZone, _) => DropReason::NoZone,
         (_, Verdict::Reject(_)) => DropReason::RuleReject,
@@ -471,6 +513,7 @@ struct Ctx<'a, 'n> {
     policy: &'a Policy,
     nat: Option<&'a mut NatCtx<'n>>,
     rules: &'a mut Ruleset,
+    syn: &'a mut SynLimits,
     drop_invalid: bool,
     accept_established: bool,
     has_notrack: bool,
@@ -764,6 +807,27 @@ impl Hooks for Ctx<'_, '_> {
                 });
         } else if opening {
             judgement = self.plan_dnat(&mut v, &mut place);
+        }
+        if out.state == CtState::New && v.tcp_flags.is_some_and(|f| f & 0x12 == 0x02) {
+            // A new TCP connection: within its zone's SYN rate, or refused before any rule
+            // (fw4's syn_flood chain), so a flood never reaches the rules or the table.
+            if let Some(z) = v.in_zone {
+                if !self.syn.allow(place.chain, z, self.now) {
+                    let judgement = Judgement {
+                        verdict: Verdict::Drop,
+                        by: Decider::SynFlood(z),
+                        log: None,
+                        reply: false,
+                    };
+                    self.judged = Some(Judged {
+                        judgement,
+                        chain: Some(place.chain),
+                        in_iface: place.in_iface,
+                        out_iface: place.out_iface,
+                    });
+                    return EngineVerdict::Drop;
+                }
+            }
         }
         let judgement = judgement.unwrap_or_else(|| self.rules.evaluate(&v));
         if opening && judgement.verdict == Verdict::Accept && place.chain == Chain::Forward {

@@ -153,6 +153,9 @@ pub struct Zone {
     /// interface, is one of the firewall's own, or is a martian (strict reverse-path check,
     /// like pf's `antispoof` and Linux's `rp_filter`).
     pub antispoof: bool,
+    /// Rate-limit new TCP connections forwarded from this zone (to port-forwarded servers,
+    /// say): one bucket for the zone.
+    pub syn_limit: Option<Limit>,
     pub span: Span,
 }
 
@@ -395,6 +398,10 @@ pub struct Defaults {
     pub log_limit: Limit,
     /// Ports (and ICMP identifiers) masquerade picks from when it cannot keep the original.
     pub nat_ports: (u16, u16),
+    /// Rate-limit new TCP connections to the firewall itself (fw4's `synflood_protect`):
+    /// at most `synflood_limit`, one bucket per zone they arrive from.
+    pub synflood_protect: bool,
+    pub synflood_limit: Limit,
 }
 
 impl Default for Defaults {
@@ -415,6 +422,14 @@ impl Default for Defaults {
                 per_source: false,
             },
             nat_ports: (1024, 65535),
+            // OpenWrt ships with synflood_protect on, 25/s burst 50.
+            synflood_protect: true,
+            synflood_limit: Limit {
+                count: 25,
+                per: Time::from_secs(1),
+                burst: 50,
+                per_source: false,
+            },
         }
     }
 }

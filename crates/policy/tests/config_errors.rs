@@ -147,6 +147,18 @@ fn unknown_field_lists_the_allowed_ones() {
         "use `antispoof`",
     );
     error_in(
+        "[defaults]\nsynflood_rate = 25\n",
+        2,
+        1,
+        "use `synflood_limit = \"25/s burst 50\"`",
+    );
+    error_at(
+        "[[zone]]\nname = \"dmz\"\nsyn_limit = \"fast\"\n",
+        3,
+        14,
+        "`fast` is not a rate",
+    );
+    error_in(
         "[zones]\n",
         1,
         2,

@@ -828,3 +828,93 @@ fn antispoof_can_be_switched_off_per_zone_and_needs_a_known_ingress() {
         r.fw.process(r.now, LinkType::Ethernet, &f, f.len(), Ingress::Unknown);
     assert!(accepted(&d), "{d:?}");
 }
+
+fn home_router_text() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn syn_flood_to_the_router_is_limited_per_zone() {
+    let mut r = Rig::home();
+    let router = [192, 168, 1, 1];
+    // The default: 25/s burst 50 new TCP connections to the firewall, per arrival zone.
+    let mut passed = 0;
+    for i in 0..80u16 {
+        let d = r.lan(&tcp4(LAN_HOST, router, 10_000 + i, 22, 1, None, true));
+        if accepted(&d) {
+            passed += 1;
+        } else {
+            assert_eq!(reason(&d), Some("syn-flood"), "{d:?}");
+            let z = r.fw.topology().zone_of(r.lan);
+            assert_eq!(d.by, Some(Decider::SynFlood(z)));
+            assert_eq!(r.fw.describe(d.by.unwrap()), "zone lan syn limit");
+        }
+    }
+    assert_eq!(passed, 50);
+    // Refused SYNs never entered the table.
+    assert_eq!(r.fw.engine().len(), 50);
+    // A flood from the WAN does not use up the LAN's allowance, and a second later the
+    // bucket has refilled by 25.
+    for i in 0..100u16 {
+        let d = r.wan(&tcp4(SCANNER, WAN_ADDR, 20_000 + i, 22, 1, None, true));
+        assert!(!accepted(&d));
+    }
+    r.advance_ms(1_000);
+    let passed = (0..40u16)
+        .filter(|i| accepted(&r.lan(&tcp4(LAN_HOST, router, 30_000 + i, 22, 1, None, true))))
+        .count();
+    assert_eq!(passed, 25);
+    // Established traffic and forwarded connections are not counted.
+    for i in 0..60u16 {
+        let d = r.lan(&tcp4(LAN_HOST, WEB, 40_000 + i, 443, 1, None, true));
+        assert!(accepted(&d), "{d:?}");
+    }
+}
+
+#[test]
+fn zone_syn_limit_protects_port_forwarded_servers() {
+    let text = home_router_text().replace(
+        "antispoof = true",
+        "antispoof = true\nsyn_limit = \"10/s burst 20\"",
+    ) + r#"
+[[port_forward]]
+name = "web"
+src = "wan"
+proto = "tcp"
+external_port = 8080
+internal_ip = "192.168.1.10"
+internal_port = 80
+"#;
+    let mut r = rig(&text);
+    let mut reasons = std::collections::BTreeMap::new();
+    for i in 0..1_000u32 {
+        let src = [198, 51, (i >> 8) as u8, i as u8];
+        let d = r.wan(&tcp4(src, WAN_ADDR, 40_000, 8080, 1, None, true));
+        *reasons.entry(reason(&d).unwrap_or("accepted")).or_insert(0) += 1;
+    }
+    assert_eq!(reasons.get("accepted"), Some(&20), "{reasons:?}");
+    assert_eq!(reasons.get("syn-flood"), Some(&980), "{reasons:?}");
+    assert_eq!(r.fw.engine().len(), 20);
+}
+
+#[test]
+fn synflood_protect_can_be_switched_off() {
+    let text =
+        home_router_text().replacen("synflood_protect = true", "synflood_protect = false", 1);
+    let mut r = rig(&text);
+    for i in 0..200u16 {
+        let d = r.lan(&tcp4(
+            LAN_HOST,
+            [192, 168, 1, 1],
+            10_000 + i,
+            22,
+            1,
+            None,
+            true,
+        ));
+        assert!(accepted(&d), "{d:?}");
+    }
+}

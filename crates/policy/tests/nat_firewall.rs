@@ -671,6 +671,9 @@ fn round_trip(mapping: Mapping, seed: u64) {
     assert_eq!(r.fw.nat_bindings(), listed.len());
     let stats = r.fw.nat_stats().unwrap_or_else(|| panic!("NAT is on"));
     assert_eq!(stats.exhausted, 0);
+    if let Err(e) = r.fw.engine().check_table() {
+        panic!("state table inconsistent: {e}");
+    }
 }
 
 #[test]

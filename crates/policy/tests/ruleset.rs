@@ -39,6 +39,7 @@ fn zone(name: &str, input: PolicyAction, output: PolicyAction, forward: PolicyAc
         masquerade: false,
         mapping: Mapping::default(),
         antispoof: true,
+        syn_limit: None,
         span: Span::default(),
     }
 }

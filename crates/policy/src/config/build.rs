@@ -42,6 +42,8 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "reject_limit",
     "log_limit",
     "nat_ports",
+    "synflood_protect",
+    "synflood_limit",
     "input",
     "output",
     "forward",
@@ -85,6 +87,7 @@ const ZONE_FIELDS: &[&str] = &[
     "masquerade",
     "mapping",
     "antispoof",
+    "syn_limit",
 ];
 const FORWARDING_FIELDS: &[&str] = &["src", "dest"];
 const SET_FIELDS: &[&str] = &["name", "prefixes", "file"];
@@ -667,10 +670,11 @@ fn defaults(cx: &mut Cx, sec: Section, d: &mut Defaults) -> ZoneFallback {
         cx,
         sec,
         DEFAULTS_FIELDS,
-        &[(
-            "syn_flood",
-            "SYN flood protection is not a setting here; use a rule with `limit`",
-        )],
+        &[
+            ("syn_flood", "use `synflood_protect` (and `synflood_limit`)"),
+            ("synflood_rate", "use `synflood_limit = \"25/s burst 50\"`"),
+            ("synflood_burst", "use `synflood_limit = \"25/s burst 50\"`"),
+        ],
     );
     if let Some(b) = bool_field(cx, sec, "drop_invalid") {
         d.drop_invalid = b;
@@ -688,6 +692,12 @@ fn defaults(cx: &mut Cx, sec: Section, d: &mut Defaults) -> ZoneFallback {
         if let Some(r) = single_port_range(cx, v, "nat_ports") {
             d.nat_ports = r;
         }
+    }
+    if let Some(b) = bool_field(cx, sec, "synflood_protect") {
+        d.synflood_protect = b;
+    }
+    if let Some(l) = limit_field(cx, sec, "synflood_limit") {
+        d.synflood_limit = l;
     }
     ZoneFallback {
         input: policy_action(cx, sec, "input").unwrap_or(PolicyAction::Drop),
@@ -930,6 +940,7 @@ fn zone(
     let forward = policy_action(cx, sec, "forward").unwrap_or(fallback.forward);
     let masquerade = bool_field(cx, sec, "masquerade").unwrap_or(false);
     let antispoof = bool_field(cx, sec, "antispoof").unwrap_or(true);
+    let syn_limit = limit_field(cx, sec, "syn_limit");
     let mut mapping = Mapping::default();
     if let Some(v) = sec.get("mapping") {
         let expected = "\"address-and-port-dependent\" or \"endpoint-independent\"";
@@ -963,6 +974,7 @@ fn zone(
             masquerade,
             mapping,
             antispoof,
+            syn_limit,
             span: cx.span(sec.at),
         });
     }

@@ -126,6 +126,8 @@ pub enum Decider {
     Nat,
     /// The arrival zone's reverse-path check (`spoofed-source`, `martian-source`).
     Antispoof(ZoneId),
+    /// The arrival zone's SYN rate (`syn-flood`).
+    SynFlood(ZoneId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -483,6 +485,7 @@ impl Ruleset {
             }
             Decider::Nat => "nat".into(),
             Decider::Antispoof(z) => format!("zone {} antispoof", zone(z)),
+            Decider::SynFlood(z) => format!("zone {} syn limit", zone(z)),
         }
     }
 

@@ -93,6 +93,9 @@ struct TraceLine<'a> {
     /// The addresses and ports as the packet leaves, when NAT rewrote them.
     #[serde(skip_serializing_if = "Option::is_none")]
     nat: Option<NatLine>,
+    /// A scan this packet showed (`syn-fin`, `syn-rst`, `xmas`, `fin`, `null`, `ports`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -146,6 +149,7 @@ fn trace_line<'a>(n: u64, ts: Time, iface: Option<&'a str>, o: &Outcome) -> Trac
         icmp_code: if icmp { m.icmp_code } else { None },
         rule: None,
         nat: None,
+        scan: None,
     }
 }
 
@@ -366,6 +370,7 @@ pub fn run(args: &Args) -> Result<()> {
             };
             let mut line = trace_line(packets, rec.ts, name, &o);
             line.rule = rule;
+            line.scan = decision.and_then(|d| d.scan).map(|s| s.name());
             if let (Some(d), Some(f)) = (decision, &fw) {
                 // NAT changed the packet: show it as it arrived, and how it leaves.
                 if let (true, Some((a, l))) = (d.translated, f.translated()) {
@@ -520,6 +525,16 @@ fn policy_summary(
         "policy: accepted {}  dropped {}  rejected {} (answers sent {})  notrack {}  logged {}",
         st.accepted, st.dropped, st.rejected, st.replies, st.notracked, st.logged
     )?;
+    if st.scans.iter().any(|&n| n > 0) {
+        write!(out, "scans:")?;
+        for s in keepstate_policy::scan::Scan::ALL {
+            let n = st.scans.get(s.index()).copied().unwrap_or(0);
+            if n > 0 {
+                write!(out, "  {} {n}", s.name())?;
+            }
+        }
+        writeln!(out)?;
+    }
     writeln!(out, "rule hits:")?;
     writeln!(out, "  {:<32} {:>10} {:>12}", "rule", "packets", "bytes")?;
     for (i, c) in fw.ruleset().counters().iter().enumerate() {

@@ -18,6 +18,7 @@ use crate::model::{IfaceId, Mapping, Policy, ZoneId};
 use crate::nat::{self, Tuple5};
 use crate::reject;
 use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
+use crate::scan::{PortScans, Scan};
 use crate::topology::Topology;
 use crate::translate::{self, Nat, NatStats, PortAsk};
 
@@ -50,6 +51,9 @@ pub struct FirewallStats {
     pub notracked: u64,
     /// Log requests that passed the log limit.
     pub logged: u64,
+    /// Scans detected, per kind (index with `Scan::index`): flag scans per packet, port
+    /// sweeps once per source and window.
+    pub scans: [u64; 6],
 }
 
 /// The firewall's answer for one packet.
@@ -68,6 +72,9 @@ pub struct Decision {
     pub notrack: Option<u32>,
     /// A rule asked to log this packet and the log limit allowed it.
     pub log: Option<u32>,
+    /// The packet is a scan probe (a flag scan), or the refused attempt that showed its
+    /// source sweeping our ports: worth a log line.
+    pub scan: Option<Scan>,
     /// A reject answer is ready in [`Firewall::reply`].
     pub reply: bool,
     /// NAT rewrote the packet: [`Firewall::frame`] holds it as it leaves (or the caller's
@@ -81,6 +88,7 @@ pub struct Firewall {
     topo: Topology,
     rules: Ruleset,
     syn: SynLimits,
+    scans: PortScans,
     stats: FirewallStats,
     reply: Vec<u8>,
     /// Present when the policy masquerades or forwards ports. Boxed: it is taken out for
@@ -111,6 +119,12 @@ impl Firewall {
             // Per-source limit tables hash addresses an attacker chooses: key them secretly.
             rules: Ruleset::with_key(&policy, key),
             syn: SynLimits::new(&policy),
+            scans: PortScans::new(
+                policy.defaults.scan_ports,
+                policy.defaults.scan_window,
+                crate::limit::DEFAULT_PER_SOURCE_CAPACITY,
+                key,
+            ),
             policy,
             stats: FirewallStats::default(),
             reply: Vec::new(),
@@ -359,6 +373,7 @@ impl Firewall {
             out_iface: None,
             notrack: ctx.notrack,
             log: None,
+            scan: None,
             reply: false,
             translated: false,
         };
@@ -424,11 +439,45 @@ impl Firewall {
         } else {
             EngineVerdict::Drop
         };
+        d.scan = self.scan(&d, ingress, now);
+        if let Some(s) = d.scan {
+            self.stats.scans[s.index()] += 1;
+        }
         match d.verdict {
             Verdict::Accept => self.stats.accepted += 1,
             _ => self.stats.dropped += 1,
         }
         d
+    }
+}
+
+impl Firewall {
+    /// Whether a judged packet that arrived from outside the firewall is a scan probe.
+    fn scan(&mut self, d: &Decision, ingress: Ingress, now: Time) -> Option<Scan> {
+        if ingress == Ingress::Local || d.verdict == Verdict::Accept {
+            return None;
+        }
+        let m = &d.outcome.meta;
+        if d.outcome.reason == Some(DropReason::TcpBadFlags) {
+            return m.tcp_flags.and_then(Scan::of_flags);
+        }
+        // A refused attempt to open something: a SYN, or a UDP datagram.
+        let opening = match m.proto {
+            Some(keepstate_engine::wire::PROTO_TCP) => {
+                m.tcp_flags.is_some_and(|f| f & 0x12 == 0x02)
+            }
+            Some(keepstate_engine::wire::PROTO_UDP) => true,
+            _ => false,
+        };
+        let refused = matches!(
+            d.by,
+            Some(Decider::Rule(_) | Decider::ZonePolicy { .. } | Decider::SynFlood(_))
+        );
+        if d.outcome.state != CtState::New || !opening || !refused {
+            return None;
+        }
+        let (src, port) = (m.src?, m.dport?);
+        self.scans.refused(src, port, now).then_some(Scan::Ports)
     }
 }
 

@@ -13,5 +13,6 @@ pub mod nat;
 pub mod prefix;
 pub mod reject;
 pub mod ruleset;
+pub mod scan;
 pub mod topology;
 mod translate;

@@ -402,6 +402,10 @@ pub struct Defaults {
     /// at most `synflood_limit`, one bucket per zone they arrive from.
     pub synflood_protect: bool,
     pub synflood_limit: Limit,
+    /// A source whose refused new connections reach this many distinct ports within
+    /// `scan_window` is reported as a port scan (0: off).
+    pub scan_ports: u16,
+    pub scan_window: Time,
 }
 
 impl Default for Defaults {
@@ -430,6 +434,8 @@ impl Default for Defaults {
                 burst: 50,
                 per_source: false,
             },
+            scan_ports: 20,
+            scan_window: Time::from_secs(10),
         }
     }
 }

@@ -146,6 +146,7 @@ fn unknown_field_lists_the_allowed_ones() {
         1,
         "use `antispoof`",
     );
+    error_in("[defaults]\nscan_ports = 70000\n", 2, 14, "scan_ports");
     error_in(
         "[defaults]\nsynflood_rate = 25\n",
         2,

@@ -918,3 +918,95 @@ fn synflood_protect_can_be_switched_off() {
         assert!(accepted(&d), "{d:?}");
     }
 }
+
+fn tcp4_flags(src: [u8; 4], dst: [u8; 4], dport: u16, flags: &str) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(50_000, dport, 1, 1024);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'F' => b.fin(),
+            'R' => b.rst(),
+            'P' => b.psh(),
+            'U' => b.urg(0),
+            _ => b,
+        };
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
+#[test]
+fn flag_scans_are_named_and_counted() {
+    use keepstate_policy::scan::Scan;
+    let mut r = Rig::home();
+    for (flags, want) in [
+        ("SF", Scan::SynFin),
+        ("SR", Scan::SynRst),
+        ("FPU", Scan::Xmas),
+        ("F", Scan::Fin),
+        ("", Scan::Null),
+    ] {
+        let d = r.wan(&tcp4_flags(SCANNER, WAN_ADDR, 22, flags));
+        assert!(!accepted(&d), "{flags}: {d:?}");
+        assert_eq!(reason(&d), Some("tcp-bad-flags"), "{flags}");
+        assert_eq!(d.scan, Some(want), "{flags}");
+        assert_eq!(r.fw.stats().scans[want.index()], 1, "{flags}");
+    }
+    // An ordinary SYN is not a scan, and nothing was tracked.
+    let d = r.wan(&tcp4_flags(SCANNER, WAN_ADDR, 22, "S"));
+    assert_eq!(d.scan, None);
+    assert_eq!(r.fw.engine().len(), 0);
+}
+
+#[test]
+fn a_port_sweep_is_reported_once_per_window() {
+    use keepstate_policy::scan::Scan;
+    let mut r = Rig::home();
+    let mut reported = Vec::new();
+    for port in 1..=100u16 {
+        let d = r.wan(&tcp4(SCANNER, WAN_ADDR, 40_000, port, 1, None, true));
+        assert!(!accepted(&d));
+        if d.scan.is_some() {
+            reported.push((port, d.scan));
+        }
+    }
+    // The default: 20 distinct refused ports within 10 s. Hashing ports into a 64-bit map
+    // can only count low, so the report comes at the 20th port or a little later.
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    let (at, kind) = reported[0];
+    assert_eq!(kind, Some(Scan::Ports));
+    assert!((20..=40).contains(&at), "reported at port {at}");
+    assert_eq!(r.fw.stats().scans[Scan::Ports.index()], 1);
+    // Another source retrying one refused port, and a LAN host opening many allowed
+    // connections, are no sweeps.
+    for _ in 0..100 {
+        let d = r.wan(&tcp4(
+            [198, 51, 100, 99],
+            WAN_ADDR,
+            40_000,
+            23,
+            1,
+            None,
+            true,
+        ));
+        assert_eq!(d.scan, None);
+    }
+    for port in 1..=100u16 {
+        let d = r.lan(&tcp4(LAN_HOST, WEB, 40_000, port, 1, None, true));
+        assert!(accepted(&d));
+        assert_eq!(d.scan, None);
+    }
+    // After the window the same sweep is reported again.
+    r.advance_ms(11_000);
+    let again = (101..=200u16)
+        .filter(|&port| {
+            r.wan(&tcp4(SCANNER, WAN_ADDR, 40_000, port, 1, None, true))
+                .scan
+                .is_some()
+        })
+        .count();
+    assert_eq!(again, 1);
+}

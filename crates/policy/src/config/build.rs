@@ -44,6 +44,8 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "nat_ports",
     "synflood_protect",
     "synflood_limit",
+    "scan_ports",
+    "scan_window",
     "input",
     "output",
     "forward",
@@ -698,6 +700,22 @@ fn defaults(cx: &mut Cx, sec: Section, d: &mut Defaults) -> ZoneFallback {
     }
     if let Some(l) = limit_field(cx, sec, "synflood_limit") {
         d.synflood_limit = l;
+    }
+    if let Some(v) = sec.get("scan_ports") {
+        if let Some(n) = cx
+            .integer(v, "scan_ports", 0, i128::from(u16::MAX))
+            .and_then(|n| u16::try_from(n).ok())
+        {
+            d.scan_ports = n;
+        }
+    }
+    if let Some(v) = sec.get("scan_window") {
+        if let Some(n) = cx
+            .integer(v, "scan_window", 1, 86_400)
+            .and_then(|n| u64::try_from(n).ok())
+        {
+            d.scan_window = keepstate_engine::Time::from_secs(n);
+        }
     }
     ZoneFallback {
         input: policy_action(cx, sec, "input").unwrap_or(PolicyAction::Drop),

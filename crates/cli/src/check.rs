@@ -113,8 +113,22 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
             // On is the default; say so only when it is off.
             write!(line, "  antispoof off")?;
         }
-        if let Some(l) = &z.syn_limit {
-            write!(line, "  syn_limit {}", describe_limit(l))?;
+        for (name, l) in [
+            ("syn_limit", &z.syn_limit),
+            ("udp_limit", &z.udp_limit),
+            ("icmp_limit", &z.icmp_limit),
+        ] {
+            if let Some(l) = l {
+                write!(line, "  {name} {}", describe_limit(l))?;
+            }
+        }
+        if let Some(l) = &z.src_conn_limit {
+            write!(
+                line,
+                "  src_conn_limit {} (block {}s)",
+                describe_limit(l),
+                z.overload_timeout.as_secs()
+            )?;
         }
         writeln!(out, "{}", line.trim_end())?;
     }

@@ -123,6 +123,13 @@ reasons! {
     /// A new TCP connection over its zone's SYN rate (`synflood_protect` for connections to
     /// the firewall itself, the zone's `syn_limit` for forwarded ones).
     SynFlood = "syn-flood",
+    /// A new UDP flow over its zone's `udp_limit`.
+    UdpFlood = "udp-flood",
+    /// A new ICMP or ICMPv6 query over its zone's `icmp_limit`.
+    IcmpFlood = "icmp-flood",
+    /// From a source that opened connections faster than its zone's `src_conn_limit`: it
+    /// is blocked for the zone's `overload_timeout`.
+    SourceOverload = "source-overload",
 }
 
 impl fmt::Display for DropReason {

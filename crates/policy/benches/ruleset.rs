@@ -114,6 +114,10 @@ fn zone(name: &str, input: PolicyAction, forward: PolicyAction) -> Zone {
         mapping: Mapping::default(),
         antispoof: true,
         syn_limit: None,
+        udp_limit: None,
+        icmp_limit: None,
+        src_conn_limit: None,
+        overload_timeout: Time::from_secs(600),
         span: Span::default(),
     }
 }

@@ -13,7 +13,7 @@ use keepstate_engine::{
 };
 
 use crate::antispoof;
-use crate::limit::Bucket;
+use crate::flood::{Flow, NewFlowLimits, Overload};
 use crate::model::{IfaceId, Mapping, Policy, ZoneId};
 use crate::nat::{self, Tuple5};
 use crate::reject;
@@ -87,7 +87,8 @@ pub struct Firewall {
     policy: Policy,
     topo: Topology,
     rules: Ruleset,
-    syn: SynLimits,
+    flows: NewFlowLimits,
+    overload: Overload,
     scans: PortScans,
     stats: FirewallStats,
     reply: Vec<u8>,
@@ -118,7 +119,8 @@ impl Firewall {
             topo: Topology::new(&policy),
             // Per-source limit tables hash addresses an attacker chooses: key them secretly.
             rules: Ruleset::with_key(&policy, key),
-            syn: SynLimits::new(&policy),
+            flows: NewFlowLimits::new(&policy),
+            overload: Overload::new(&policy, key),
             scans: PortScans::new(
                 policy.defaults.scan_ports,
                 policy.defaults.scan_window,
@@ -349,7 +351,8 @@ impl Firewall {
             policy: &self.policy,
             nat,
             rules: &mut self.rules,
-            syn: &mut self.syn,
+            flows: &mut self.flows,
+            overload: &mut self.overload,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
@@ -358,6 +361,7 @@ impl Firewall {
             now,
             notrack: None,
             spoofed: None,
+            blocked_in: None,
             judged: None,
             placed: None,
         };
@@ -383,6 +387,8 @@ impl Firewall {
         let outcome = &mut d.outcome;
         if let Some((reason, _)) = spoofed {
             outcome.reason = Some(reason);
+        } else if ctx.blocked_in.is_some() {
+            outcome.reason = Some(DropReason::SourceOverload);
         }
         if outcome.reason == Some(DropReason::NatPortsExhausted) {
             if let Some(j) = judged.as_mut() {
@@ -481,48 +487,14 @@ impl Firewall {
     }
 }
 
-/// SYN rate limits per zone: for new TCP connections to the firewall itself
-/// (`synflood_protect`) and for those forwarded from the zone (`syn_limit`).
-struct SynLimits {
-    input: Vec<Option<Bucket>>,
-    forward: Vec<Option<Bucket>>,
-}
-
-impl SynLimits {
-    fn new(p: &Policy) -> SynLimits {
-        let d = &p.defaults;
-        SynLimits {
-            input: p
-                .zones
-                .iter()
-                .map(|_| d.synflood_protect.then(|| Bucket::new(&d.synflood_limit)))
-                .collect(),
-            forward: p
-                .zones
-                .iter()
-                .map(|z| z.syn_limit.as_ref().map(Bucket::new))
-                .collect(),
-        }
-    }
-
-    fn allow(&mut self, chain: Chain, zone: ZoneId, now: Time) -> bool {
-        let buckets = match chain {
-            Chain::Input => &mut self.input,
-            Chain::Forward => &mut self.forward,
-            Chain::Output => return true,
-        };
-        match buckets.get_mut(usize::from(zone)) {
-            Some(Some(b)) => b.allow(now),
-            _ => true,
-        }
-    }
-}
-
 /// The drop reason for a policy decision on a packet the engine found nothing wrong with.
 fn policy_reason(j: Judgement) -> DropReason {
     match (j.by, j.verdict) {
         (Decider::Nat, _) => DropReason::NatPortsExhausted,
         (Decider::SynFlood(_), _) => DropReason::SynFlood,
+        (Decider::UdpFlood(_), _) => DropReason::UdpFlood,
+        (Decider::IcmpFlood(_), _) => DropReason::IcmpFlood,
+        (Decider::Overload(_), _) => DropReason::SourceOverload,
         (Decider::ZonePolicy { .. }, _) => DropReason::ZonePolicy,
         (Decider::NoZone, _) => DropReason::NoZone,
         (_, Verdict::Reject(_)) => DropReason::RuleReject,
@@ -562,7 +534,8 @@ struct Ctx<'a, 'n> {
     policy: &'a Policy,
     nat: Option<&'a mut NatCtx<'n>>,
     rules: &'a mut Ruleset,
-    syn: &'a mut SynLimits,
+    flows: &'a mut NewFlowLimits,
+    overload: &'a mut Overload,
     drop_invalid: bool,
     accept_established: bool,
     has_notrack: bool,
@@ -573,6 +546,8 @@ struct Ctx<'a, 'n> {
     notrack: Option<u32>,
     /// The reverse-path check refused the packet: why, and the zone it arrived in.
     spoofed: Option<(DropReason, ZoneId)>,
+    /// The packet's source is blocked in this zone for overload.
+    blocked_in: Option<ZoneId>,
     judged: Option<Judged>,
     /// The packet's place, once the raw hook has worked it out.
     placed: Option<Place>,
@@ -639,6 +614,45 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// The flood defences for a new connection, before any rule (fw4's syn_flood chain, pf's
+    /// `max-src-conn-rate`): `Some` with the judgement when the packet is refused, so a
+    /// flood never reaches the rules or the table.
+    fn flood_check(&mut self, v: &View, icmp_query: bool) -> Option<Judgement> {
+        let z = v.in_zone?;
+        let flow = match v.proto {
+            keepstate_engine::wire::PROTO_TCP if v.tcp_flags.is_some_and(|f| f & 0x12 == 0x02) => {
+                Flow::Tcp
+            }
+            keepstate_engine::wire::PROTO_UDP => Flow::Udp,
+            keepstate_engine::wire::PROTO_ICMP | keepstate_engine::wire::PROTO_ICMPV6
+                if icmp_query =>
+            {
+                Flow::Icmp
+            }
+            _ => return None,
+        };
+        let by = if !self.flows.allow(flow, v.chain, z, self.now) {
+            match flow {
+                Flow::Tcp => Decider::SynFlood(z),
+                Flow::Udp => Decider::UdpFlood(z),
+                Flow::Icmp => Decider::IcmpFlood(z),
+            }
+        } else if v.chain != Chain::Output
+            && self.overload.any
+            && !self.overload.new_connection(z, v.src, self.now)
+        {
+            Decider::Overload(z)
+        } else {
+            return None;
+        };
+        Some(Judgement {
+            verdict: Verdict::Drop,
+            by,
+            log: None,
+            reply: false,
+        })
+    }
+
     /// The reverse-path check of the zone a packet arrived in: `Some` with the reason and
     /// zone when the zone checks and the source cannot have come from there.
     fn spoofed(&self, m: &PacketMeta) -> Option<(DropReason, ZoneId)> {
@@ -662,6 +676,21 @@ impl Ctx<'_, '_> {
             return Some((DropReason::SpoofedSource, zone));
         }
         None
+    }
+
+    /// The zone a packet arrived in, when its source is blocked there for overload.
+    fn blocked(&mut self, m: &PacketMeta) -> Option<ZoneId> {
+        let src = m.src?;
+        let iface = match self.ingress {
+            Ingress::Arrived(i) => Some(i),
+            Ingress::Seen(i) if !self.topo.is_local(src) => Some(i),
+            Ingress::Unknown if !self.topo.is_local(src) => self.topo.route(src),
+            _ => None,
+        }?;
+        let zone = self.topo.zone_of(iface);
+        self.overload
+            .is_blocked(zone, src, self.now)
+            .then_some(zone)
     }
 
     /// Destination NAT for a connection's first packet: a port forward (accepted without a
@@ -803,6 +832,14 @@ impl Hooks for Ctx<'_, '_> {
                 return true;
             }
         }
+        if self.overload.any {
+            if let Some(z) = self.blocked(meta) {
+                // A blocked source's packets go nowhere, its open connections included
+                // (pf's overload with `flush`), and never touch the table.
+                self.blocked_in = Some(z);
+                return true;
+            }
+        }
         if !self.has_notrack {
             return false;
         }
@@ -825,6 +862,9 @@ impl Hooks for Ctx<'_, '_> {
     fn filter(&mut self, out: &Outcome) -> EngineVerdict {
         if let Some((_, zone)) = self.spoofed {
             return self.decide_early(Verdict::Drop, Decider::Antispoof(zone));
+        }
+        if let Some(zone) = self.blocked_in {
+            return self.decide_early(Verdict::Drop, Decider::Overload(zone));
         }
         if out.reason == Some(DropReason::NatBypass) {
             return self.decide_early(Verdict::Drop, Decider::Nat);
@@ -857,25 +897,15 @@ impl Hooks for Ctx<'_, '_> {
         } else if opening {
             judgement = self.plan_dnat(&mut v, &mut place);
         }
-        if out.state == CtState::New && v.tcp_flags.is_some_and(|f| f & 0x12 == 0x02) {
-            // A new TCP connection: within its zone's SYN rate, or refused before any rule
-            // (fw4's syn_flood chain), so a flood never reaches the rules or the table.
-            if let Some(z) = v.in_zone {
-                if !self.syn.allow(place.chain, z, self.now) {
-                    let judgement = Judgement {
-                        verdict: Verdict::Drop,
-                        by: Decider::SynFlood(z),
-                        log: None,
-                        reply: false,
-                    };
-                    self.judged = Some(Judged {
-                        judgement,
-                        chain: Some(place.chain),
-                        in_iface: place.in_iface,
-                        out_iface: place.out_iface,
-                    });
-                    return EngineVerdict::Drop;
-                }
+        if out.state == CtState::New {
+            if let Some(j) = self.flood_check(&v, out.meta.icmp_id.is_some()) {
+                self.judged = Some(Judged {
+                    judgement: j,
+                    chain: Some(place.chain),
+                    in_iface: place.in_iface,
+                    out_iface: place.out_iface,
+                });
+                return EngineVerdict::Drop;
             }
         }
         let judgement = judgement.unwrap_or_else(|| self.rules.evaluate(&v));

@@ -7,6 +7,7 @@
 mod antispoof;
 pub mod config;
 pub mod firewall;
+mod flood;
 pub mod limit;
 pub mod model;
 pub mod nat;

@@ -156,6 +156,14 @@ pub struct Zone {
     /// Rate-limit new TCP connections forwarded from this zone (to port-forwarded servers,
     /// say): one bucket for the zone.
     pub syn_limit: Option<Limit>,
+    /// Rate-limit new UDP flows and ICMP queries from this zone (to the firewall or
+    /// forwarded): one bucket each for the zone.
+    pub udp_limit: Option<Limit>,
+    pub icmp_limit: Option<Limit>,
+    /// Per-source rate of new connections from this zone; a source over it is blocked
+    /// (every packet from it dropped, established ones too) for `overload_timeout`.
+    pub src_conn_limit: Option<Limit>,
+    pub overload_timeout: Time,
     pub span: Span,
 }
 

@@ -1010,3 +1010,105 @@ fn a_port_sweep_is_reported_once_per_window() {
         .count();
     assert_eq!(again, 1);
 }
+
+fn ping4_id(src: [u8; 4], dst: [u8; 4], id: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(id, 1)
+        .write(&mut out, &[0u8; 8])
+        .unwrap();
+    out
+}
+
+#[test]
+fn udp_and_icmp_flood_limits_per_zone() {
+    let text = home_router_text().replacen(
+        "forward = \"accept\"",
+        "forward = \"accept\"\nudp_limit = \"10/s burst 10\"\nicmp_limit = \"5/s burst 5\"",
+        1,
+    );
+    let mut r = rig(&text);
+    let mut udp = std::collections::BTreeMap::new();
+    for i in 0..30u16 {
+        let d = r.lan(&udp4(LAN_HOST, WEB, 30_000 + i, 53, b"query"));
+        *udp.entry(reason(&d).unwrap_or("accepted")).or_insert(0) += 1;
+    }
+    assert_eq!(udp.get("accepted"), Some(&10), "{udp:?}");
+    assert_eq!(udp.get("udp-flood"), Some(&20), "{udp:?}");
+    // Answers to the flows that got through are not new flows.
+    let reply = r.wan(&udp4(WEB, WAN_ADDR, 53, 30_000, b"answer"));
+    assert!(accepted(&reply), "{reply:?}");
+    let mut icmp = 0;
+    for id in 0..20u16 {
+        let d = r.lan(&ping4_id(LAN_HOST, WEB, id));
+        if accepted(&d) {
+            icmp += 1;
+        } else {
+            assert_eq!(reason(&d), Some("icmp-flood"));
+            assert_eq!(r.fw.describe(d.by.unwrap()), "zone lan icmp limit");
+        }
+    }
+    assert_eq!(icmp, 5);
+    // A second later the buckets have refilled.
+    r.advance_ms(1_000);
+    assert!(accepted(&r.lan(&udp4(LAN_HOST, WEB, 31_000, 53, b"query"))));
+}
+
+#[test]
+fn a_source_over_its_connection_rate_is_blocked_for_a_while() {
+    let text = home_router_text().replace(
+        "antispoof = true",
+        "antispoof = true\nsrc_conn_limit = \"5/s burst 5\"\noverload_timeout = 60",
+    ) + r#"
+[[port_forward]]
+name = "web"
+src = "wan"
+proto = "tcp"
+external_port = 8080
+internal_ip = "192.168.1.10"
+internal_port = 80
+"#;
+    let mut r = rig(&text);
+    let attacker = [198, 51, 100, 7];
+    let neighbour = [198, 51, 100, 8];
+    let mut got = Vec::new();
+    for i in 0..8u16 {
+        let d = r.wan(&tcp4(attacker, WAN_ADDR, 41_000 + i, 8080, 1, None, true));
+        got.push(reason(&d).unwrap_or("accepted"));
+    }
+    assert_eq!(
+        got,
+        [
+            "accepted",
+            "accepted",
+            "accepted",
+            "accepted",
+            "accepted",
+            "source-overload",
+            "source-overload",
+            "source-overload"
+        ]
+    );
+    // Blocked: even its connection that got through is cut off.
+    let server = [192, 168, 1, 10];
+    let synack = tcp4(server, attacker, 80, 41_000, 9_000, Some(2), true);
+    assert!(accepted(&r.lan(&synack)));
+    let d = r.wan(&tcp4(
+        attacker,
+        WAN_ADDR,
+        41_000,
+        8080,
+        2,
+        Some(9_001),
+        false,
+    ));
+    assert_eq!(reason(&d), Some("source-overload"), "{d:?}");
+    // Others are not.
+    let d = r.wan(&tcp4(neighbour, WAN_ADDR, 42_000, 8080, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+    // After the block has run out the source may connect again.
+    r.advance_ms(61_000);
+    let d = r.wan(&tcp4(attacker, WAN_ADDR, 43_000, 8080, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+}

@@ -40,6 +40,10 @@ fn zone(name: &str, input: PolicyAction, output: PolicyAction, forward: PolicyAc
         mapping: Mapping::default(),
         antispoof: true,
         syn_limit: None,
+        udp_limit: None,
+        icmp_limit: None,
+        src_conn_limit: None,
+        overload_timeout: Time::from_secs(600),
         span: Span::default(),
     }
 }

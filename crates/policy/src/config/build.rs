@@ -90,6 +90,10 @@ const ZONE_FIELDS: &[&str] = &[
     "mapping",
     "antispoof",
     "syn_limit",
+    "udp_limit",
+    "icmp_limit",
+    "src_conn_limit",
+    "overload_timeout",
 ];
 const FORWARDING_FIELDS: &[&str] = &["src", "dest"];
 const SET_FIELDS: &[&str] = &["name", "prefixes", "file"];
@@ -959,6 +963,24 @@ fn zone(
     let masquerade = bool_field(cx, sec, "masquerade").unwrap_or(false);
     let antispoof = bool_field(cx, sec, "antispoof").unwrap_or(true);
     let syn_limit = limit_field(cx, sec, "syn_limit");
+    let udp_limit = limit_field(cx, sec, "udp_limit");
+    let icmp_limit = limit_field(cx, sec, "icmp_limit");
+    let src_conn_limit = limit_field(cx, sec, "src_conn_limit");
+    let mut overload_timeout = keepstate_engine::Time::from_secs(600);
+    if let Some(v) = sec.get("overload_timeout") {
+        if let Some(n) = cx
+            .integer(v, "overload_timeout", 1, 7 * 86_400)
+            .and_then(|n| u64::try_from(n).ok())
+        {
+            overload_timeout = keepstate_engine::Time::from_secs(n);
+        }
+        if src_conn_limit.is_none() {
+            cx.warn(
+                sec.key_at("overload_timeout"),
+                format!("`overload_timeout` has no effect: zone `{name}` has no `src_conn_limit`"),
+            );
+        }
+    }
     let mut mapping = Mapping::default();
     if let Some(v) = sec.get("mapping") {
         let expected = "\"address-and-port-dependent\" or \"endpoint-independent\"";
@@ -993,6 +1015,10 @@ fn zone(
             mapping,
             antispoof,
             syn_limit,
+            udp_limit,
+            icmp_limit,
+            src_conn_limit,
+            overload_timeout,
             span: cx.span(sec.at),
         });
     }

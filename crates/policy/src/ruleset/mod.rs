@@ -128,6 +128,13 @@ pub enum Decider {
     Antispoof(ZoneId),
     /// The arrival zone's SYN rate (`syn-flood`).
     SynFlood(ZoneId),
+    /// The arrival zone's rate of new UDP flows (`udp-flood`).
+    UdpFlood(ZoneId),
+    /// The arrival zone's rate of new ICMP queries (`icmp-flood`).
+    IcmpFlood(ZoneId),
+    /// The source is over, or blocked for going over, its zone's `src_conn_limit`
+    /// (`source-overload`).
+    Overload(ZoneId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -486,6 +493,9 @@ impl Ruleset {
             Decider::Nat => "nat".into(),
             Decider::Antispoof(z) => format!("zone {} antispoof", zone(z)),
             Decider::SynFlood(z) => format!("zone {} syn limit", zone(z)),
+            Decider::UdpFlood(z) => format!("zone {} udp limit", zone(z)),
+            Decider::IcmpFlood(z) => format!("zone {} icmp limit", zone(z)),
+            Decider::Overload(z) => format!("zone {} overload", zone(z)),
         }
     }
 

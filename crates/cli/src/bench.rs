@@ -8,6 +8,17 @@ use keepstate_capture::Capture;
 use keepstate_engine::{Config, Engine, Packet};
 use keepstate_policy::config;
 use keepstate_policy::firewall::{Firewall, Ingress};
+use keepstate_policy::model::IpNet;
+
+fn flood_line(net: Option<&IpNet>, f: &FloodCount, st: &keepstate_engine::Stats) -> String {
+    match net {
+        Some(_) => format!(
+            " flood={} legit_dropped={} evicted={} refused={}",
+            f.flood, f.legit_dropped, st.evicted, st.refused
+        ),
+        None => String::new(),
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,6 +35,44 @@ pub struct Args {
     /// each packet's ingress is the interface its source address routes to.
     #[arg(long, value_name = "POLICY.toml")]
     config: Option<PathBuf>,
+    /// Packets from this prefix are a flood (`gen synth --syn-flood` uses 100.64.0.0/10):
+    /// also report how many of the other packets were dropped or found invalid
+    /// (`legit_dropped=`, the target under a flood is zero) and the flood's share.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    flood_from: Option<IpNet>,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let (a, l) = s.split_once('/').unwrap_or((s, ""));
+    let addr: std::net::IpAddr = a.parse().map_err(|e| format!("{a}: {e}"))?;
+    let len = if l.is_empty() {
+        IpNet::host(addr).len
+    } else {
+        l.parse().map_err(|e| format!("{l}: {e}"))?
+    };
+    IpNet::new(addr, len).ok_or_else(|| format!("{s}: prefix length too long"))
+}
+
+/// Counts legitimate packets that did not get through, and flood packets.
+#[derive(Default)]
+struct FloodCount {
+    legit_dropped: u64,
+    flood: u64,
+}
+
+impl FloodCount {
+    fn add(&mut self, net: Option<&IpNet>, o: &keepstate_engine::Outcome) {
+        let Some(net) = net else {
+            return;
+        };
+        if o.meta.src.is_some_and(|a| net.contains(a)) {
+            self.flood += 1;
+        } else if o.verdict != keepstate_engine::Verdict::Accept
+            || o.state == keepstate_engine::CtState::Invalid
+        {
+            self.legit_dropped += 1;
+        }
+    }
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -54,14 +103,20 @@ pub fn run(args: &Args) -> Result<()> {
         None => {
             let mut engine = Engine::new(base);
             let mut out = Vec::with_capacity(args.batch);
+            let mut flood = FloodCount::default();
             let start = Instant::now();
             for chunk in packets.chunks(args.batch) {
                 engine.process_batch(chunk, &mut out);
+                if args.flood_from.is_some() {
+                    for o in &out {
+                        flood.add(args.flood_from.as_ref(), o);
+                    }
+                }
             }
             (
                 start.elapsed().as_secs_f64(),
                 engine.stats().clone(),
-                String::new(),
+                flood_line(args.flood_from.as_ref(), &flood, engine.stats()),
             )
         }
         Some(path) => {
@@ -84,12 +139,17 @@ pub fn run(args: &Args) -> Result<()> {
             }
             let start = Instant::now();
             let mut accepted = 0u64;
+            let mut flood = FloodCount::default();
             for (p, frame) in packets.iter().zip(frames.iter_mut()) {
                 let d = fw.process_in_place(p.now, p.link, frame, p.wire_len, Ingress::Unknown);
                 accepted += u64::from(d.outcome.verdict == keepstate_engine::Verdict::Accept);
+                flood.add(args.flood_from.as_ref(), &d.outcome);
             }
             let seconds = start.elapsed().as_secs_f64();
-            let extra = format!(" accepted={accepted}");
+            let extra = format!(
+                " accepted={accepted}{}",
+                flood_line(args.flood_from.as_ref(), &flood, fw.engine().stats())
+            );
             (seconds, fw.engine().stats().clone(), extra)
         }
     };

@@ -36,6 +36,12 @@ pub struct Args {
     /// (so the answers reach the port masquerade keeps).
     #[arg(long, value_name = "ADDR")]
     masquerade: Option<Ipv4Addr>,
+    /// Also write this many SYNs from random spoofed sources in 100.64.0.0/10 (each a new
+    /// source port) to the clients, spread evenly through the data rounds: a SYN flood
+    /// while the connections exchange data. `keepstate bench --flood-from 100.64.0.0/10`
+    /// tells the two apart.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    syn_flood: u64,
     /// Output pcap file.
     #[arg(short, long)]
     output: PathBuf,
@@ -177,7 +183,17 @@ pub fn run(args: &Args) -> Result<()> {
         out.seg(&c, true, client_seg(&c, 0, TCP_ACK), &[])?;
     }
 
-    // Data rounds: one segment each way per connection, connections in random order.
+    // Data rounds: one segment each way per connection, connections in random order, with
+    // the flood's SYNs spread evenly between them.
+    let pairs = u64::from(args.connections) * u64::from(args.rounds);
+    let mut flood = Flood {
+        left: args.syn_flood,
+        per_pair: args.syn_flood.checked_div(pairs).unwrap_or(0),
+        extra: args.syn_flood.checked_rem(pairs).unwrap_or(0),
+        rng: StdRng::seed_from_u64(args.seed ^ 0x5a5a_5a5a),
+        clients: args.connections / PORTS_PER_CLIENT + 1,
+    };
+    let mut pair = 0u64;
     for r in 0..args.rounds {
         order.shuffle(&mut rng);
         for &i in &order {
@@ -189,6 +205,16 @@ pub fn run(args: &Args) -> Result<()> {
                 server_seg(&c, r, r + 1, TCP_ACK | TCP_PSH),
                 &PAYLOAD,
             )?;
+            let n = flood.per_pair + u64::from(pair < flood.extra);
+            for _ in 0..n {
+                flood.syn(&mut out)?;
+            }
+            pair += 1;
+        }
+    }
+    if pairs == 0 {
+        while flood.left > 0 {
+            flood.syn(&mut out)?;
         }
     }
 
@@ -215,6 +241,45 @@ pub fn run(args: &Args) -> Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// The SYN flood's state: how many are left to write, and where they go.
+struct Flood {
+    left: u64,
+    per_pair: u64,
+    extra: u64,
+    rng: StdRng,
+    clients: u32,
+}
+
+impl Flood {
+    fn syn(&mut self, out: &mut Out) -> Result<()> {
+        use rand::RngExt;
+        if self.left == 0 {
+            return Ok(());
+        }
+        self.left -= 1;
+        let src = Ipv4Addr::from(0x6440_0000 | (self.rng.random::<u32>() & 0x003f_ffff));
+        let dst = Ipv4Addr::from(0x0a00_0000 | self.rng.random_range(1..=self.clients));
+        let s = Seg {
+            sport: self.rng.random_range(1024..=65535),
+            dport: self.rng.random_range(1..=1024),
+            seq: self.rng.random(),
+            ack: 0,
+            flags: TCP_SYN,
+            window: WINDOW,
+            mss: Some(1460),
+        };
+        let ip = frames::ip(SERVER_MAC, CLIENT_MAC, src.into(), dst.into(), 64)?;
+        frames::tcp(&mut out.buf, ip, s, &[])?;
+        let ts = Duration::from_secs(START_SECS) + Duration::from_micros(out.n);
+        let len = u32::try_from(out.buf.len())?;
+        out.w
+            .write_packet(&PcapPacket::new(ts, len, &out.buf))
+            .context("writing pcap")?;
+        out.n += 1;
+        Ok(())
+    }
 }
 
 fn data_len() -> u32 {

@@ -44,8 +44,9 @@ impl Default for Timeouts {
 /// Engine configuration. `Config::default()` gives netfilter's behaviour.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Maximum tracked connections. When full, entries never replied to are evicted first;
-    /// only then are new connections refused (`table-full`).
+    /// Maximum tracked connections. When full, entries not yet assured are evicted (those
+    /// never replied to first), as netfilter's early drop does; assured connections are never
+    /// evicted, and once only they remain new connections are refused (`table-full`).
     pub max_connections: u32,
     pub timeouts: Timeouts,
     /// Create an entry for an ACK of an unknown connection (netfilter's `nf_conntrack_tcp_loose`).

@@ -237,7 +237,8 @@ pub struct Stats {
     pub created: u64,
     /// Connections removed because their timeout passed.
     pub expired: u64,
-    /// Never-replied connections removed early to make room in a full table.
+    /// Unassured connections (never-replied ones first) removed early to make room in a full
+    /// table.
     pub evicted: u64,
     /// New connections refused because the table was full.
     pub refused: u64,
@@ -1204,9 +1205,11 @@ impl Engine {
         Res::accept(CtState::New, Direction::Original)
     }
 
-    /// Frees one entry in a full table: an expired one, else one never replied to, looking
-    /// first near the new key's bucket (random, since the hash is keyed) and then at the sweep
-    /// cursor. Replied connections are never evicted.
+    /// Frees one entry in a full table, as netfilter's early drop does: an expired one, else
+    /// one never replied to, else one not yet assured (a handshake that never completed, a
+    /// UDP exchange not yet a stream, ICMP), looking first near the new key's bucket (random,
+    /// since the hash is keyed) and then at the sweep cursor. Assured connections are never
+    /// evicted.
     fn make_room(&mut self, hash: u64) -> bool {
         let now_s = self.now_s();
         let mut cand = core::mem::take(&mut self.scratch);
@@ -1217,22 +1220,35 @@ impl Engine {
                 cand.push(id);
             }
         }
-        let victim = cand
-            .iter()
-            .copied()
-            .find(|&id| self.table.get(id).expired(now_s))
-            .map(|id| (id, true))
-            .or_else(|| {
-                cand.iter()
-                    .copied()
-                    .find(|&id| self.table.get(id).status & STATUS_SEEN_REPLY == 0)
-                    .map(|id| (id, false))
-            });
+        // The best candidate so far and its rank: 0 expired, 1 never replied, 2 unassured.
+        let mut victim: Option<(u32, u8)> = None;
+        for &id in &cand {
+            let e = self.table.get(id);
+            let rank = if e.expired(now_s) {
+                0
+            } else if e.status & STATUS_SEEN_REPLY == 0 {
+                1
+            } else if e.status & STATUS_ASSURED == 0 {
+                2
+            } else {
+                continue;
+            };
+            let better = match victim {
+                Some((_, r)) => rank < r,
+                None => true,
+            };
+            if better {
+                victim = Some((id, rank));
+                if rank == 0 {
+                    break;
+                }
+            }
+        }
         self.scratch = cand;
         match victim {
-            Some((id, expired)) => {
+            Some((id, rank)) => {
                 self.table.remove(id);
-                if expired {
+                if rank == 0 {
                     self.stats.expired += 1;
                 } else {
                     self.stats.evicted += 1;
@@ -1269,6 +1285,9 @@ impl Engine {
                 out
             }
             Decision::Invalid(r) => Res::invalid(r),
+            Decision::IgnoreSyn | Decision::IgnoreSynAck => {
+                self.track_ignored_syn(id, dir, seg, decision, len)
+            }
             Decision::Reopen => {
                 // The old connection's translation goes with it; the new one gets its own.
                 self.xlate = None;
@@ -1276,6 +1295,31 @@ impl Engine {
                 self.open_tcp(key, hash, seg, len)
             }
         }
+    }
+
+    /// A SYN or SYN/ACK the state table ignores. As netfilter, an ignored SYN is remembered,
+    /// and a SYN/ACK that acknowledges it resynchronises the entry: the old connection is gone
+    /// at both ends and the 4-tuple is in use again.
+    #[inline(never)]
+    fn track_ignored_syn(
+        &mut self,
+        id: u32,
+        dir: usize,
+        seg: &wire::Tcp,
+        decision: Decision,
+        len: u32,
+    ) -> Res {
+        if decision == Decision::IgnoreSyn {
+            self.table.remember_syn(tcp::ignored_syn(id, seg));
+        } else if let Some(syn) = self.table.ignored_syn(id) {
+            if seg.ack == syn.end {
+                let base = self.deadline(0);
+                if tcp::resync(self.table.get_mut(id), &syn, seg, &self.cfg, base) {
+                    self.table.forget_syn(id);
+                }
+            }
+        }
+        count(self.table.get_mut(id), dir, len)
     }
 
     #[inline(never)]

@@ -95,7 +95,7 @@ reasons! {
     IcmpErrorAddressMismatch = "icmp-error-address-mismatch",
     /// An ICMP error whose embedded packet is itself an ICMP error, or is malformed.
     IcmpErrorBadEmbedded = "icmp-error-bad-embedded",
-    /// The state table is full of replied connections; the new one was refused.
+    /// The state table is full of assured connections; the new one was refused.
     TableFull = "table-full",
     /// A policy rule's action is `drop`.
     RuleDrop = "rule-drop",

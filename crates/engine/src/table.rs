@@ -78,6 +78,31 @@ pub(crate) const STATUS_ASSURED: u8 = 2;
 pub(crate) const STATUS_LIBERAL: u8 = 4;
 /// The connection is translated: its [`NatExt`] is valid.
 pub(crate) const STATUS_NAT: u8 = 8;
+/// A SYN was ignored on this connection and may be in the table's [`IgnoredSyn`] memo.
+pub(crate) const STATUS_SYN_IGNORED: u8 = 16;
+
+/// An original-direction SYN that tracking ignored on a live connection (netfilter's
+/// `last_seq`/`last_end`/`last_win`/`last_wscale`/`last_flags`), kept so that a SYN/ACK
+/// acknowledging it can resynchronise the entry. These are not in [`Entry`] (which has no
+/// room for them and whose size the hot path depends on) but in a small direct-mapped memo
+/// beside the table: a SYN ignored on another entry with the same slot overwrites it, and
+/// then that SYN/ACK is ignored as it would have been without the memo.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IgnoredSyn {
+    /// The entry the SYN was ignored on.
+    pub id: u32,
+    /// The SYN's sequence number plus length: what a SYN/ACK for it acknowledges.
+    pub end: u32,
+    /// The SYN's window (never scaled).
+    pub win: u16,
+    /// The SYN's window scale option, capped at 14 (0 without the option).
+    pub scale: u8,
+    /// `PEER_WSCALE` and `PEER_SACK_PERM`, as the SYN offered them.
+    pub flags: u8,
+}
+
+/// Slots in the ignored-SYN memo.
+const SYN_MEMO: usize = 1024;
 
 /// Address translation of one connection, kept beside its entry (only translated
 /// connections pay for it). The entry's key is the connection as tracking sees it: after
@@ -388,6 +413,9 @@ pub(crate) struct Table {
     released: Vec<NatReleased>,
     released_lost: u64,
     release_cap: usize,
+    /// SYNs ignored on live connections, by entry id modulo [`SYN_MEMO`]; allocated on first
+    /// use.
+    syns: Vec<IgnoredSyn>,
 }
 
 impl Table {
@@ -407,6 +435,7 @@ impl Table {
             released: Vec::new(),
             released_lost: 0,
             release_cap: 1 << 20,
+            syns: Vec::new(),
         }
     }
 
@@ -464,6 +493,35 @@ impl Table {
             + self.buckets.len() * core::mem::size_of::<Bucket>()
             + self.chunks.capacity() * core::mem::size_of::<Box<[Entry]>>()
             + self.nat.len() * CHUNK * core::mem::size_of::<NatExt>()
+            + self.syns.len() * core::mem::size_of::<IgnoredSyn>()
+    }
+
+    /// Remembers a SYN ignored on entry `syn.id`, replacing any earlier one in its slot.
+    pub(crate) fn remember_syn(&mut self, syn: IgnoredSyn) {
+        if self.syns.is_empty() {
+            self.syns = vec![IgnoredSyn::default(); SYN_MEMO];
+        }
+        if let Some(slot) = self.syns.get_mut(syn.id as usize % SYN_MEMO) {
+            *slot = syn;
+            self.get_mut(syn.id).status |= STATUS_SYN_IGNORED;
+        }
+    }
+
+    /// The SYN last ignored on entry `id`, if it is still remembered. A freed entry loses its
+    /// status bits, so a later entry with the same id never sees an older one's SYN.
+    pub(crate) fn ignored_syn(&self, id: u32) -> Option<IgnoredSyn> {
+        if self.get(id).status & STATUS_SYN_IGNORED == 0 {
+            return None;
+        }
+        self.syns
+            .get(id as usize % SYN_MEMO)
+            .filter(|m| m.id == id)
+            .copied()
+    }
+
+    /// Forgets the SYN ignored on entry `id`.
+    pub(crate) fn forget_syn(&mut self, id: u32) {
+        self.get_mut(id).status &= !STATUS_SYN_IGNORED;
     }
 
     #[inline(always)]

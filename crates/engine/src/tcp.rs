@@ -5,8 +5,8 @@ use crate::config::Config;
 use crate::reason::DropReason;
 use crate::seq::{after, before};
 use crate::table::{
-    Entry, Peer, PEER_CLOSE_INIT, PEER_DATA_UNACK, PEER_LIBERAL, PEER_SACK_PERM, PEER_WSCALE,
-    STATUS_ASSURED, STATUS_LIBERAL, STATUS_SEEN_REPLY,
+    Entry, IgnoredSyn, Peer, PEER_CLOSE_INIT, PEER_DATA_UNACK, PEER_LIBERAL, PEER_SACK_PERM,
+    PEER_WSCALE, STATUS_ASSURED, STATUS_LIBERAL, STATUS_SEEN_REPLY,
 };
 use crate::wire::{Tcp, TcpClass, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -116,6 +116,12 @@ pub(crate) enum Decision {
     Accept,
     /// Accepted without updating anything (netfilter's "ignore").
     Ignore,
+    /// A SYN in the original direction that the state table ignores (the entry may be out of
+    /// sync): accepted without updating anything, and to be remembered (see [`ignored_syn`]).
+    IgnoreSyn,
+    /// A SYN/ACK in the reply direction that the state table ignores: accepted without
+    /// updating anything, unless it acknowledges a remembered SYN (see [`resync`]).
+    IgnoreSynAck,
     /// The segment is invalid; the connection is left alone.
     Invalid(DropReason),
     /// A SYN on a TIME_WAIT or CLOSE entry: end the old entry, open a new one.
@@ -190,6 +196,9 @@ enum Window {
     /// Outside bounds II or IV: pass, change nothing.
     Ignore,
     Invalid(DropReason),
+    /// A RST in the window of an established connection that is not at the sequence number
+    /// the receiver expects: pass, but keep the state (RFC 5961 3.2).
+    RstKeep,
 }
 
 /// van Rooij's four bounds, with netfilter's initialisation rules.
@@ -197,25 +206,49 @@ enum Window {
 fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
     // `dir` is 0 or 1; masking tells the compiler so, which drops the bounds checks.
     let dir = dir & 1;
-    let (s, r) = (dir, dir ^ 1);
-    let mut seq = seg.seq;
-    let mut ack = seg.ack;
-    let mut sack = ack;
-    let flags = seg.flags;
-    let is_syn = flags & TCP_SYN != 0;
-    let is_ack = flags & TCP_ACK != 0;
-    let is_rst = flags & TCP_RST != 0;
-    let mut win = u32::from(seg.window);
-    let mut end = seq_len(seg);
-    if e.pflags[r] & PEER_SACK_PERM != 0 {
+    let s = dir;
+    let sack = sack_of(e, dir ^ 1, seg);
+    let end = seq_len(seg);
+    let state = e.state;
+    if e.peer[s].maxwin == 0
+        || (((state == SS && dir == 0) || (state == SR && dir == 1)) && after(end, e.peer[s].end))
+    {
+        return in_window_init(e, dir, seg, liberal);
+    }
+    bounds(e, dir, seg, liberal, sack, end)
+}
+
+/// The highest sequence number `seg` acknowledges: its ack, or its highest SACK block when
+/// the receiver (side `r`) allowed SACK.
+#[inline(always)]
+fn sack_of(e: &Entry, r: usize, seg: &Tcp) -> u32 {
+    let mut sack = seg.ack;
+    if e.pflags[r & 1] & PEER_SACK_PERM != 0 {
         if let Some(m) = seg.options.sack_max {
             if after(m, sack) {
                 sack = m;
             }
         }
     }
-    let state = e.state;
+    sack
+}
 
+/// [`in_window`] for a segment that (re)initialises its sender's side: the first segment
+/// seen from it (a SYN/ACK, a SYN in simultaneous open, or the other side's first segment
+/// of a connection picked up mid-stream), or a SYN with higher sequence numbers on a
+/// connection still opening. A segment that then fails the bounds leaves the entry as it
+/// was: it must not leave behind window state it did not earn (a spoofed SYN/ACK with a
+/// wrong ack would otherwise make the real one fail bound I). Out of line, so the fast path
+/// pays nothing for keeping the old state.
+#[inline(never)]
+fn in_window_init(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
+    let dir = dir & 1;
+    let (s, r) = (dir, dir ^ 1);
+    let saved = (e.peer, e.scale, e.pflags);
+    let is_syn = seg.flags & TCP_SYN != 0;
+    let is_ack = seg.flags & TCP_ACK != 0;
+    let win = u32::from(seg.window);
+    let end = seq_len(seg);
     if e.peer[s].maxwin == 0 {
         if is_syn {
             // SYN/ACK answering a SYN, or a SYN from the reply side in simultaneous open.
@@ -233,6 +266,7 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
                 return Window::Pass;
             }
         } else {
+            let sack = sack_of(e, r, seg);
             let swin = (win << e.scale[s]).max(1);
             e.peer[s] = Peer {
                 end,
@@ -247,8 +281,7 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
                 e.peer[r].end = e.peer[r].end.wrapping_add(1);
             }
         }
-    } else if ((state == SS && dir == 0) || (state == SR && dir == 1)) && after(end, e.peer[s].end)
-    {
+    } else {
         // RFC 793: a reinitialised TCP may reuse the connection with higher sequence numbers.
         e.peer[s] = Peer {
             end,
@@ -257,6 +290,34 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
         };
         take_options(e, s, seg);
     }
+    let w = bounds(e, dir, seg, liberal, sack_of(e, r, seg), end);
+    if !matches!(w, Window::Pass) {
+        (e.peer, e.scale, e.pflags) = saved;
+    }
+    w
+}
+
+/// The bounds check proper and, for a segment that passes, the window updates. `sack` is
+/// [`sack_of`] the segment and `end` its [`seq_len`].
+#[inline(always)]
+fn bounds(
+    e: &mut Entry,
+    dir: usize,
+    seg: &Tcp,
+    liberal: bool,
+    mut sack: u32,
+    mut end: u32,
+) -> Window {
+    let dir = dir & 1;
+    let (s, r) = (dir, dir ^ 1);
+    let mut seq = seg.seq;
+    let mut ack = seg.ack;
+    let flags = seg.flags;
+    let is_syn = flags & TCP_SYN != 0;
+    let is_ack = flags & TCP_ACK != 0;
+    let is_rst = flags & TCP_RST != 0;
+    let mut win = u32::from(seg.window);
+    let state = e.state;
 
     if !is_ack || (is_rst && ack == 0) {
         // No ACK (or a broken stack's RST|ACK with ack 0): pretend it acknowledged what it had.
@@ -292,6 +353,11 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
         }
         return Window::Ignore;
     }
+    if is_rst {
+        if let Some(w) = rst_in_established(e, s, seq, liberal) {
+            return w;
+        }
+    }
 
     if !is_syn {
         win <<= e.scale[s];
@@ -326,6 +392,87 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
     Window::Pass
 }
 
+/// netfilter's check of a RST on an established, assured connection (RFC 5961 3.2), for a RST
+/// already found in the window: it closes the connection only at exactly the sequence number
+/// the receiver expects; below what the receiver has acknowledged it is invalid; anywhere
+/// else in the window the state stays, so that the receiver's challenge ACK finds it. `None`
+/// when the RST closes the connection as usual (other states, liberal tracking).
+///
+/// netfilter compares with the receiver's highest ack (`td_maxack`), which the entry has no
+/// room for. What it keeps is as good where it matters: when the receiver has acknowledged
+/// everything the sender sent (no `PEER_DATA_UNACK`), its highest ack is the sender's `end`,
+/// so that is the one sequence number that closes and anything below is invalid. With data
+/// in flight its highest ack is somewhere below `end`: a RST at `end` (RFC 793's reset at
+/// SND.NXT, netfilter's "RST train") still closes, and one below keeps the state with the
+/// close timeout, so that if it was genuine the entry goes within seconds all the same.
+#[cold]
+#[inline(never)]
+fn rst_in_established(e: &Entry, s: usize, seq: u32, liberal: bool) -> Option<Window> {
+    let established = e.state == ES && e.status & STATUS_ASSURED != 0;
+    if !established || liberal || (e.pflags[0] | e.pflags[1]) & PEER_LIBERAL != 0 {
+        return None;
+    }
+    let s = s & 1;
+    let end = e.peer[s].end;
+    if seq == end {
+        None
+    } else if e.pflags[s] & PEER_DATA_UNACK == 0 && before(seq, end) {
+        Some(Window::Invalid(DropReason::TcpRstOutOfWindow))
+    } else {
+        Some(Window::RstKeep)
+    }
+}
+
+/// What to remember of a SYN ignored on entry `id` (netfilter's `last_*` annotations).
+pub(crate) fn ignored_syn(id: u32, seg: &Tcp) -> IgnoredSyn {
+    let mut flags = 0;
+    let mut scale = 0;
+    if let Some(ws) = seg.options.window_scale {
+        flags |= PEER_WSCALE;
+        scale = ws.min(14);
+    }
+    if seg.options.sack_permitted {
+        flags |= PEER_SACK_PERM;
+    }
+    IgnoredSyn {
+        id,
+        end: seq_len(seg),
+        win: seg.window,
+        scale,
+        flags,
+    }
+}
+
+/// netfilter's resynchronisation on a SYN/ACK in the reply direction that the state table
+/// ignores but that acknowledges the SYN last ignored on the entry (`syn`): client and server
+/// are in sync and the firewall is not (both forgot the old connection without the firewall
+/// seeing it close, and the 4-tuple is being reused). The entry goes back to SYN_SENT as the
+/// remembered SYN would have made it, its reply side forgotten, and takes the SYN/ACK from
+/// there (to SYN_RECV). The caller has checked that the SYN/ACK acknowledges `syn.end`.
+/// Returns whether the entry was resynchronised; if the SYN/ACK does not pass, the entry is
+/// left as it was.
+pub(crate) fn resync(e: &mut Entry, syn: &IgnoredSyn, seg: &Tcp, cfg: &Config, now_s: u32) -> bool {
+    let mut n = *e;
+    n.state = SS;
+    n.peer[0] = Peer {
+        end: syn.end,
+        maxend: syn.end,
+        maxwin: u32::from(syn.win).max(1),
+    };
+    n.peer[1] = Peer::default();
+    n.scale = [syn.scale, 0];
+    // As netfilter: the SYN's options, and only the "be liberal" flag survives.
+    n.pflags = [
+        syn.flags | (e.pflags[0] & PEER_LIBERAL),
+        e.pflags[1] & PEER_LIBERAL,
+    ];
+    if track(&mut n, 1, seg, cfg, now_s) != Decision::Accept {
+        return false;
+    }
+    *e = n;
+    true
+}
+
 /// Tracks a segment of a known connection travelling in `dir` (0 original, 1 reply).
 #[inline(always)]
 pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u32) -> Decision {
@@ -337,7 +484,13 @@ pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u
     };
     match new {
         IV => return Decision::Invalid(DropReason::TcpInvalidTransition),
-        IG => return Decision::Ignore,
+        IG => {
+            return match class {
+                TcpClass::Syn => Decision::IgnoreSyn,
+                TcpClass::SynAck => Decision::IgnoreSynAck,
+                _ => Decision::Ignore,
+            }
+        }
         SS if old == TW || old == CL => return Decision::Reopen,
         _ => {}
     }
@@ -346,6 +499,13 @@ pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u
         Window::Pass => {}
         Window::Ignore => return Decision::Ignore,
         Window::Invalid(r) => return Decision::Invalid(r),
+        Window::RstKeep => {
+            // As netfilter: the state and windows stay, the timeout becomes the close
+            // timeout. A genuine reset lets the entry go soon; the receiver's challenge ACK
+            // (or any traffic) restores the state's timeout.
+            e.expires = now_s.saturating_add(cfg.timeouts.tcp_close);
+            return Decision::Accept;
+        }
     }
     if class == TcpClass::Fin && e.pflags[dir ^ 1] & PEER_CLOSE_INIT == 0 {
         e.pflags[dir] |= PEER_CLOSE_INIT;

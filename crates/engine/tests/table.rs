@@ -38,12 +38,34 @@ fn full_of_unreplied_evicts() {
 }
 
 #[test]
-fn full_of_replied_refuses() {
+fn full_of_replied_unassured_evicts() {
+    // Replied but not yet assured (a UDP exchange younger than 2 s): netfilter's early drop
+    // takes such entries, and so does the engine.
     let mut sim = small();
     for i in 0..4 {
         expect_new(&sim.eth(&q(i)));
         expect_est_reply(&sim.eth(&r(i)));
     }
+    assert!(sim.conns().iter().all(|c| c.seen_reply && !c.assured));
+    expect_new(&sim.eth(&q(4)));
+    assert_eq!(sim.engine.stats().evicted, 1);
+    assert_eq!(sim.engine.stats().refused, 0);
+    assert_eq!(sim.engine.len(), 4);
+}
+
+#[test]
+fn full_of_assured_refuses() {
+    let mut sim = small();
+    for i in 0..4 {
+        expect_new(&sim.eth(&q(i)));
+        expect_est_reply(&sim.eth(&r(i)));
+    }
+    // Still active more than 2 s after creation: UDP streams, assured.
+    sim.advance(3);
+    for i in 0..4 {
+        expect_est_orig(&sim.eth(&q(i)));
+    }
+    assert!(sim.conns().iter().all(|c| c.assured));
     let o = sim.eth(&q(4));
     assert_eq!(o.verdict, Verdict::Drop, "{o:?}");
     assert_eq!(o.reason, Some(DropReason::TableFull), "{o:?}");
@@ -52,8 +74,8 @@ fn full_of_replied_refuses() {
     assert_eq!(sim.engine.len(), 4);
     // Existing connections keep working.
     expect_est_orig(&sim.eth(&q(0)));
-    // Once one expires there is room again.
-    sim.advance(31);
+    // Once one expires (the UDP stream timeout) there is room again.
+    sim.advance(121);
     expect_new(&sim.eth(&q(4)));
 }
 

@@ -1,5 +1,5 @@
 //! TCP state machine: handshake, data, both close orders, simultaneous open, RST in every
-//! state, TIME_WAIT/CLOSE reopen, retransmitted SYN.
+//! state, TIME_WAIT/CLOSE reopen, retransmitted SYN, RST with data in flight, ignored-SYN resync.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
 mod common;
@@ -345,4 +345,75 @@ fn ipv6_handshake_and_close() {
     expect_est_reply(&f.s(&mut sim, FIN | ACK, &[]));
     expect_est_orig(&f.c(&mut sim, ACK, &[]));
     assert_eq!(sim.tcp_state(), Some(TcpState::TimeWait));
+}
+
+#[test]
+fn rst_with_data_in_flight() {
+    // The client has sent data the server has not acknowledged yet, so where the server
+    // expects the next byte is not known exactly: a RST below the client's highest sequence
+    // number keeps the state (with the close timeout), one at it closes the connection.
+    let (mut sim, mut f) = drive(TcpState::Established);
+    let acked = f.cseq;
+    expect_est_orig(&f.c(&mut sim, ACK | PSH, &[7; 500]));
+    expect_est_orig(&sim.eth(&f.seg(true, acked, f.sseq, RST | ACK, 0, &[], &[])));
+    assert_eq!(sim.tcp_state(), Some(TcpState::Established));
+    assert_eq!(timeout(&sim), 10);
+    expect_est_orig(&sim.eth(&f.seg(true, f.cseq, f.sseq, RST | ACK, 0, &[], &[])));
+    assert_eq!(sim.tcp_state(), Some(TcpState::Close));
+}
+
+#[test]
+fn syn_ack_for_another_syn_does_not_resync() {
+    let (mut sim, mut f) = drive(TcpState::Established);
+    sim.advance(5);
+    expect_est_orig(&sim.eth(&f.seg(true, 2_000_000_000, 0, SYN, 65535, &[], &[])));
+    // It acknowledges one more than the ignored SYN's sequence number plus one.
+    let o = sim.eth(&f.seg(
+        false,
+        3_000_000_000,
+        2_000_000_002,
+        SYN | ACK,
+        65535,
+        &[],
+        &[],
+    ));
+    expect_est_reply(&o);
+    let c = sim.only();
+    assert_eq!(c.tcp_state, Some(TcpState::Established));
+    assert_eq!(c.timeout, 432_000 - 5, "ignored: nothing changes");
+    // The old connection carries on.
+    expect_est_orig(&f.c(&mut sim, ACK | PSH, &[1; 10]));
+    expect_est_reply(&f.s(&mut sim, ACK, &[]));
+    assert_eq!(sim.tcp_state(), Some(TcpState::Established));
+}
+
+#[test]
+fn resync_takes_the_ignored_syns_options() {
+    let (mut sim, old) = drive(TcpState::Established);
+    let mut f = Flow {
+        cseq: 2_000_000_000,
+        sseq: 3_000_000_000,
+        ..old
+    };
+    expect_est_orig(&f.c_opts(&mut sim, SYN, &[TcpOptionElement::WindowScale(7)], &[]));
+    expect_est_reply(&f.s_opts(
+        &mut sim,
+        SYN | ACK,
+        &[TcpOptionElement::WindowScale(2)],
+        &[],
+    ));
+    assert_eq!(sim.tcp_state(), Some(TcpState::SynRecv));
+    expect_est_orig(&f.c(&mut sim, ACK, &[]));
+    assert_eq!(sim.tcp_state(), Some(TcpState::Established));
+    // The client's window is scaled by 2^7, as its SYN said: server data 1 MB ahead is in it.
+    let o = sim.eth(&f.seg(
+        false,
+        f.sseq + 1_000_000,
+        f.cseq,
+        ACK,
+        f.swin,
+        &[],
+        &[1; 10],
+    ));
+    expect_est_reply(&o);
 }

@@ -3,9 +3,6 @@ use crate::common::*;
 use crate::{established, exchange};
 
 #[test]
-#[ignore = "the engine moves ESTABLISHED to CLOSE (10 s timeout) on any in-window RST; netfilter \
-            keeps ESTABLISHED unless the RST's sequence equals the receiver's highest ack, so a \
-            blind in-window guess cannot tear down the entry"]
 fn scenario() {
     let (mut sim, mut f) = established();
     // The server has acknowledged everything up to f.cseq. A RST 1000 bytes further on is

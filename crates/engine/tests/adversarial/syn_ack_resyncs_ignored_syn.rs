@@ -3,10 +3,6 @@ use crate::common::*;
 use crate::{established, exchange};
 
 #[test]
-#[ignore = "the engine ignores the SYN and the SYN/ACK (netfilter's IG cells) but never \
-            resynchronises from them, as netfilter does when the SYN/ACK acknowledges the ignored \
-            SYN; the new connection's ACK and data are tcp-seq-over-window or \
-            tcp-ack-over-window until the stale entry's 5-day timeout"]
 fn scenario() {
     let (mut sim, old) = established();
     // Both ends forgot the old connection without the firewall seeing it close (a lost RST,

@@ -1,4 +1,4 @@
-//! A full table evicts never-replied entries for new ones, never a replied connection, and refuses new connections with `table-full` once only replied entries remain.
+//! A full table evicts never-replied entries for new ones, never an assured connection, and refuses new connections with `table-full` once only assured entries remain.
 use crate::common::*;
 use crate::{conn_of, exchange, open};
 
@@ -25,7 +25,7 @@ fn scenario() {
         pending.push(f);
     }
     assert_eq!(sim.engine.len(), 4);
-    // Each further SYN evicts a never-replied entry; the replied ones always stay.
+    // Each further SYN evicts a never-replied entry; the assured ones always stay.
     for cp in 3_000..3_050 {
         let mut f = flow(cp);
         expect_new(&f.c(&mut sim, SYN, &[]));
@@ -38,11 +38,14 @@ fn scenario() {
     assert_eq!((s.evicted, s.refused), (50, 0));
     exchange(&mut sim, &mut a);
     exchange(&mut sim, &mut b);
-    // The two surviving SYNs are answered: now every entry has seen a reply.
+    // The two surviving SYNs are answered and their handshakes complete: now every entry is
+    // assured (a half-open one could still be evicted, see table_full_half_open.rs).
     pending.retain(|f| conn_of(&sim, f).is_some());
     assert_eq!(pending.len(), 2);
     for f in &mut pending {
         expect_est_reply(&f.s(&mut sim, SYN | ACK, &[]));
+        expect_est_orig(&f.c(&mut sim, ACK, &[]));
+        assert!(conn_of(&sim, f).unwrap().assured);
     }
     // A new connection is refused: dropped, invalid, `table-full`, and no entry.
     let late = flow(4_000);

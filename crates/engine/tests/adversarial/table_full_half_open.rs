@@ -3,11 +3,6 @@ use crate::common::*;
 use crate::{conn_of, exchange, open};
 
 #[test]
-#[ignore = "the engine evicts only entries that never saw a reply; a SYN_RECV entry (SYN answered \
-            by SYN/ACK, final ACK never sent) counts as replied, so a spoofed SYN flood against a \
-            listening server fills the table with half-open entries for tcp_syn_recv (60 s) and \
-            new connections are refused with table-full; netfilter's early drop evicts any entry \
-            not yet ASSURED"]
 fn scenario() {
     let mut sim = Sim::with(Config {
         max_connections: 16,

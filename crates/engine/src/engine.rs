@@ -14,6 +14,7 @@ use crate::wire::{
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 use core::net::{IpAddr, Ipv4Addr};
+use std::collections::VecDeque;
 
 /// What the firewall does with the packet. Without a policy only a full table drops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -345,6 +346,9 @@ pub struct Engine {
     created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
     xlate: Option<Translation>,
+    /// Entries in the order they were created (ids; some since gone or reused), at most
+    /// one per table slot: where a full table looks first for one to evict.
+    young: VecDeque<u32>,
     nat_stats: NatCounters,
 }
 
@@ -376,6 +380,7 @@ impl Engine {
             scratch: Vec::new(),
             created: None,
             xlate: None,
+            young: VecDeque::new(),
             nat_stats: NatCounters::default(),
         }
     }
@@ -432,9 +437,9 @@ impl Engine {
         self.table.len() == 0
     }
 
-    /// Bytes the state table holds (entries and index).
+    /// Bytes the state table holds (entries, index, and the eviction queue).
     pub fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes()
+        self.table.memory_bytes() + self.young.capacity() * core::mem::size_of::<u32>()
     }
 
     /// The latest `now` the engine was given.
@@ -1195,12 +1200,17 @@ impl Engine {
         }
         e.packets[0] = 1;
         e.bytes[0] = u64::from(len);
-        self.created = Some(self.table.insert(hash, e));
+        let id = self.table.insert(hash, e);
+        self.created = Some(id);
+        if self.young.len() >= self.cfg.max_connections as usize {
+            self.young.pop_front();
+        }
+        self.young.push_back(id);
         self.stats.created += 1;
         let len = self.table.len();
         if len > self.stats.peak {
             self.stats.peak = len;
-            self.stats.peak_memory = self.table.memory_bytes();
+            self.stats.peak_memory = self.memory_bytes();
         }
         Res::accept(CtState::New, Direction::Original)
     }
@@ -1212,6 +1222,59 @@ impl Engine {
     /// evicted.
     fn make_room(&mut self, hash: u64) -> bool {
         let now_s = self.now_s();
+        // The oldest entries first: under a flood they are the flood's, and a legitimate
+        // handshake, at the back, gets the longest time to be answered. A few looks only, so
+        // a table full of assured connections costs little per refused packet.
+        let mut unassured = None;
+        for _ in 0..16 {
+            let Some(id) = self.young.pop_front() else {
+                break;
+            };
+            let e = self.table.get(id);
+            if e.is_free() {
+                continue;
+            }
+            if e.expired(now_s) || e.status & STATUS_SEEN_REPLY == 0 {
+                let expired = e.expired(now_s);
+                self.table.remove(id);
+                if expired {
+                    self.stats.expired += 1;
+                } else {
+                    self.stats.evicted += 1;
+                }
+                if let Some(u) = unassured {
+                    self.young.push_front(u);
+                }
+                return true;
+            }
+            if e.status & STATUS_ASSURED == 0 {
+                // Replied but not assured: a candidate if nothing never replied turns up.
+                match unassured {
+                    None => unassured = Some(id),
+                    Some(_) => self.young.push_back(id),
+                }
+            }
+            // Assured entries are never evicted: they leave the queue.
+        }
+        if self.make_room_nearby(hash, now_s) {
+            if let Some(u) = unassured {
+                self.young.push_front(u);
+            }
+            return true;
+        }
+        match unassured {
+            Some(u) => {
+                self.table.remove(u);
+                self.stats.evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`Engine::make_room`]'s wider search: near the new key's bucket and at the sweep
+    /// cursor.
+    fn make_room_nearby(&mut self, hash: u64, now_s: u32) -> bool {
         let mut cand = core::mem::take(&mut self.scratch);
         cand.clear();
         self.table.neighbours(hash, 4, &mut cand);

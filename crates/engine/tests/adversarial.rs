@@ -13,6 +13,7 @@ mod adversarial {
     mod blind_data_injection;
     mod challenge_ack;
     mod challenge_ack_recovery;
+    mod handshake_during_flood;
     mod icmp_error_address_mismatch;
     mod icmp_error_embeds_error;
     mod icmp_error_unknown_connection;

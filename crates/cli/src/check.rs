@@ -285,6 +285,9 @@ fn tracking(out: &mut String, p: &Policy) -> std::fmt::Result {
             parts.push(format!("{name} {}", on_off(b)));
         }
     }
+    if let Some((s, e)) = t.adaptive {
+        parts.push(format!("adaptive timeouts {s}%..{e}% of the limit"));
+    }
     let (now, def) = (&t.timeouts, Timeouts::default());
     for (name, v, d) in [
         ("tcp_syn_sent", now.tcp_syn_sent, def.tcp_syn_sent),
@@ -396,7 +399,7 @@ mod tests {
         assert!(loaded.warnings.is_empty());
         let s = summary(&loaded.policy);
         for want in [
-            "tracking: tcp_loose on, timeout tcp_established 7440s (default 432000s)",
+            "tracking: tcp_loose on, adaptive timeouts 60%..120% of the limit, timeout tcp_established 7440s (default 432000s)",
             "  wan0  zone wan  203.0.113.2/24  2001:db8:fffe::2/64  default route  mac 02:00:00:00:00:01",
             "  wan  input drop    output accept  forward drop    masquerade (address-and-port-dependent)",
             "forwardings (1):\n  lan -> wan\n",

@@ -44,9 +44,10 @@ impl Default for Timeouts {
 /// Engine configuration. `Config::default()` gives netfilter's behaviour.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Maximum tracked connections. When full, entries not yet assured are evicted (those
-    /// never replied to first), as netfilter's early drop does; assured connections are never
-    /// evicted, and once only they remain new connections are refused (`table-full`).
+    /// Maximum tracked connections. When full, entries not yet assured are evicted (the
+    /// oldest never replied to first), as netfilter's early drop does, and TCP connections in
+    /// TIME_WAIT or CLOSE; other assured connections are never evicted, and once only they
+    /// remain new connections are refused (`table-full`).
     pub max_connections: u32,
     pub timeouts: Timeouts,
     /// Create an entry for an ACK of an unknown connection (netfilter's `nf_conntrack_tcp_loose`).
@@ -61,6 +62,67 @@ pub struct Config {
     /// Key for the table's hash. Callers must pass secret random bytes in production, or an
     /// attacker who knows the key can aim many connections at one bucket.
     pub hash_key: [u64; 4],
+    /// Adaptive timeouts (pf's `adaptive.start`/`adaptive.end`): as the table fills past
+    /// `start` connections every timeout shrinks in proportion, reaching zero at `end`, so
+    /// idle and closing connections make room sooner. Off in netfilter (the default).
+    pub adaptive: Option<Adaptive>,
+}
+
+/// When timeouts start to shrink and where they would reach zero, in connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Adaptive {
+    /// pf's defaults: from 60% of the limit, reaching zero at 120%, so a full table runs
+    /// at a third of every timeout.
+    pub fn pf(max_connections: u32) -> Adaptive {
+        let of =
+            |pct: u64| u32::try_from(u64::from(max_connections) * pct / 100).unwrap_or(u32::MAX);
+        Adaptive {
+            start: of(60),
+            end: of(120),
+        }
+    }
+
+    /// The share of each timeout in force with `len` connections, in 1/1024ths.
+    pub fn scale(&self, len: u32) -> u32 {
+        if len <= self.start || self.end <= self.start {
+            return 1024;
+        }
+        if len >= self.end {
+            return 0;
+        }
+        let left = u64::from(self.end - len) * 1024 / u64::from(self.end - self.start);
+        u32::try_from(left).unwrap_or(1024)
+    }
+}
+
+impl Timeouts {
+    /// Every timeout times `scale`/1024, at least one second.
+    pub fn scaled(&self, scale: u32) -> Timeouts {
+        let s = |t: u32| {
+            let v = u64::from(t) * u64::from(scale) / 1024;
+            u32::try_from(v).unwrap_or(t).max(1).min(t)
+        };
+        Timeouts {
+            tcp_syn_sent: s(self.tcp_syn_sent),
+            tcp_syn_recv: s(self.tcp_syn_recv),
+            tcp_established: s(self.tcp_established),
+            tcp_fin_wait: s(self.tcp_fin_wait),
+            tcp_close_wait: s(self.tcp_close_wait),
+            tcp_last_ack: s(self.tcp_last_ack),
+            tcp_time_wait: s(self.tcp_time_wait),
+            tcp_close: s(self.tcp_close),
+            tcp_unacknowledged: s(self.tcp_unacknowledged),
+            udp_unreplied: s(self.udp_unreplied),
+            udp_stream: s(self.udp_stream),
+            icmp: s(self.icmp),
+            generic: s(self.generic),
+        }
+    }
 }
 
 impl Default for Config {
@@ -77,6 +139,7 @@ impl Default for Config {
                 0xa409_3822_299f_31d0,
                 0x082e_fa98_ec4e_6c89,
             ],
+            adaptive: None,
         }
     }
 }

@@ -346,6 +346,11 @@ pub struct Engine {
     created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
     xlate: Option<Translation>,
+    /// The timeouts as configured; `cfg.timeouts` holds those in force, scaled down by
+    /// adaptive timeouts while the table is filling.
+    base_timeouts: crate::config::Timeouts,
+    /// The table sizes between which the timeouts in force stay as they are.
+    adaptive_band: (usize, usize),
     /// Entries in the order they were created (ids; some since gone or reused), at most
     /// one per table slot: where a full table looks first for one to evict.
     young: VecDeque<u32>,
@@ -370,8 +375,11 @@ impl Engine {
         cfg.max_connections = cfg.max_connections.min(crate::table::MAX_ENTRIES);
         let mut table = Table::new(crate::table::Hashing::new(cfg.hash_key));
         table.set_release_cap(cfg.max_connections as usize);
+        let base_timeouts = cfg.timeouts.clone();
         Engine {
             table,
+            base_timeouts,
+            adaptive_band: (0, 0),
             cfg,
             stats: Stats::default(),
             now: Time::ZERO,
@@ -420,6 +428,7 @@ impl Engine {
         self.table.released_lost()
     }
 
+    /// The configuration, with the timeouts in force (see [`Config::adaptive`]).
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -1208,11 +1217,39 @@ impl Engine {
         self.young.push_back(id);
         self.stats.created += 1;
         let len = self.table.len();
+        if self.cfg.adaptive.is_some()
+            && !(self.adaptive_band.0..self.adaptive_band.1).contains(&len)
+        {
+            self.adapt(len);
+        }
         if len > self.stats.peak {
             self.stats.peak = len;
             self.stats.peak_memory = self.memory_bytes();
         }
         Res::accept(CtState::New, Direction::Original)
+    }
+
+    /// Adaptive timeouts: sets the timeouts in force for a table of `len` connections, in
+    /// 64 steps between `start` and `end`, so they are worked out again only when the table
+    /// has grown or shrunk by a step (new connections check; nothing per packet).
+    #[inline(never)]
+    fn adapt(&mut self, len: usize) {
+        let Some(a) = self.cfg.adaptive else {
+            return;
+        };
+        let (start, end) = (a.start as usize, a.end as usize);
+        let step = (end.saturating_sub(start) / 64).max(1);
+        let (band, scale) = if len <= start {
+            ((0, start + 1), 1024)
+        } else if len >= end {
+            ((end, usize::MAX), 0)
+        } else {
+            let lo = start + (len - start) / step * step;
+            let at = u32::try_from(lo).unwrap_or(u32::MAX);
+            ((lo, lo + step), a.scale(at))
+        };
+        self.adaptive_band = band;
+        self.cfg.timeouts = self.base_timeouts.scaled(scale);
     }
 
     /// Frees one entry in a full table, as netfilter's early drop does: an expired one, else
@@ -1234,7 +1271,7 @@ impl Engine {
             if e.is_free() {
                 continue;
             }
-            if e.expired(now_s) || e.status & STATUS_SEEN_REPLY == 0 {
+            if e.expired(now_s) || e.status & STATUS_SEEN_REPLY == 0 || closing(e) {
                 let expired = e.expired(now_s);
                 self.table.remove(id);
                 if expired {
@@ -1289,7 +1326,7 @@ impl Engine {
             let e = self.table.get(id);
             let rank = if e.expired(now_s) {
                 0
-            } else if e.status & STATUS_SEEN_REPLY == 0 {
+            } else if e.status & STATUS_SEEN_REPLY == 0 || closing(e) {
                 1
             } else if e.status & STATUS_ASSURED == 0 {
                 2
@@ -1394,6 +1431,16 @@ impl Engine {
         e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
         self.insert(hash, e, len)
     }
+}
+
+/// A TCP connection both ends have finished with (TIME_WAIT, CLOSE): first to go when the
+/// table is full, assured or not, since nothing more can be lost with it.
+fn closing(e: &Entry) -> bool {
+    e.key.proto == PROTO_TCP
+        && matches!(
+            TcpState::from_u8(e.state),
+            TcpState::TimeWait | TcpState::Close
+        )
 }
 
 /// Counts a packet against an entry (whose expiry is already set) and gives its state.

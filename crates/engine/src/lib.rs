@@ -23,7 +23,7 @@ mod tcp;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, Timeouts};
+pub use config::{Adaptive, Config, Timeouts};
 pub use engine::{
     Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
     PacketMeta, Stats, Tuple, Verdict,

@@ -235,3 +235,71 @@ fn batch_matches_one_by_one() {
         assert_eq!(a.stats().by_state, b.stats().by_state);
     }
 }
+
+#[test]
+fn adaptive_timeouts_shrink_as_the_table_fills() {
+    let mut sim = Sim::with(Config {
+        max_connections: 1_000,
+        adaptive: Some(keepstate_engine::Adaptive::pf(1_000)),
+        ..Config::default()
+    });
+    let flow = |i: u16| udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), i, 53, b"q");
+    let timeout_of = |sim: &Sim, i: u16| {
+        sim.conns()
+            .iter()
+            .find(|c| {
+                c.original.l4
+                    == L4Tuple::Ports {
+                        sport: i,
+                        dport: 53,
+                    }
+            })
+            .map(|c| c.timeout)
+    };
+    // Below 60% of the limit: netfilter's 30 s for an unreplied flow.
+    for i in 1..=600u16 {
+        expect_new(&sim.eth(&flow(i)));
+    }
+    assert_eq!(timeout_of(&sim, 600), Some(30));
+    // At 90%: halfway from 600 to 1,200, so half the timeout.
+    for i in 601..=900u16 {
+        expect_new(&sim.eth(&flow(i)));
+    }
+    let t = timeout_of(&sim, 900).unwrap();
+    assert!((14..=16).contains(&t), "{t}");
+    // Full: a third.
+    for i in 901..=1_000u16 {
+        expect_new(&sim.eth(&flow(i)));
+    }
+    let t = timeout_of(&sim, 1_000).unwrap();
+    assert!((9..=11).contains(&t), "{t}");
+    // In force now for every state: a third, to within one of the 64 steps.
+    let est = sim.engine.config().timeouts.tcp_established;
+    assert!((144_000..=151_000).contains(&est), "{est}");
+    // Older entries keep the deadline they were given until their next packet.
+    assert_eq!(timeout_of(&sim, 1), Some(30));
+}
+
+#[test]
+fn a_full_table_evicts_closed_connections_before_refusing() {
+    let mut sim = small();
+    // Four TCP connections through their handshake and close: assured, in TIME_WAIT.
+    for i in 0..4u16 {
+        let mut f = Flow::v4();
+        f.cp = 40_000 + i;
+        expect_new(&f.c(&mut sim, SYN, &[]));
+        expect_est_reply(&f.s(&mut sim, SYN | ACK, &[]));
+        expect_est_orig(&f.c(&mut sim, ACK, &[]));
+        expect_est_orig(&f.c(&mut sim, FIN | ACK, &[]));
+        expect_est_reply(&f.s(&mut sim, FIN | ACK, &[]));
+        expect_est_orig(&f.c(&mut sim, ACK, &[]));
+    }
+    assert!(sim
+        .conns()
+        .iter()
+        .all(|c| c.tcp_state == Some(TcpState::TimeWait) && c.assured));
+    let o = sim.eth(&q(9));
+    expect_new(&o);
+    assert_eq!(sim.engine.stats().evicted, 1);
+    assert_eq!(sim.engine.stats().refused, 0);
+}

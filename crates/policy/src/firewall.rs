@@ -105,13 +105,24 @@ impl Firewall {
     pub fn new(policy: Policy, base: Config) -> Firewall {
         let t = &policy.tracking;
         let key = base.hash_key;
+        let max_connections = t.max_connections.unwrap_or(base.max_connections);
+        let of = |pct: u32| {
+            u32::try_from(u64::from(max_connections) * u64::from(pct) / 100).unwrap_or(u32::MAX)
+        };
         let cfg = Config {
-            max_connections: t.max_connections.unwrap_or(base.max_connections),
+            max_connections,
             timeouts: t.timeouts.clone(),
             tcp_loose: t.tcp_loose.unwrap_or(base.tcp_loose),
             tcp_liberal: t.tcp_liberal.unwrap_or(base.tcp_liberal),
             verify_checksums: t.verify_checksums.unwrap_or(base.verify_checksums),
             hash_key: key,
+            adaptive: t
+                .adaptive
+                .map(|(s, e)| keepstate_engine::Adaptive {
+                    start: of(s),
+                    end: of(e),
+                })
+                .or(base.adaptive),
         };
         let nat = policy.uses_nat().then(|| Box::new(Nat::new(&policy, key)));
         let mut fw = Firewall {

@@ -457,6 +457,9 @@ pub struct Tracking {
     pub tcp_loose: Option<bool>,
     pub tcp_liberal: Option<bool>,
     pub verify_checksums: Option<bool>,
+    /// Adaptive timeouts: (start, end) in percent of the table limit (pf's adaptive.start
+    /// and adaptive.end; 60 and 120 there).
+    pub adaptive: Option<(u32, u32)>,
 }
 
 /// A whole firewall policy.

@@ -148,6 +148,12 @@ fn unknown_field_lists_the_allowed_ones() {
     );
     error_in("[defaults]\nscan_ports = 70000\n", 2, 14, "scan_ports");
     error_in(
+        "[tracking]\nadaptive_start = 80\nadaptive_end = 70\n",
+        3,
+        16,
+        "`adaptive_end` (70%) must be above `adaptive_start` (80%)",
+    );
+    error_in(
         "[defaults]\nsynflood_rate = 25\n",
         2,
         1,

@@ -55,6 +55,8 @@ const TRACKING_FIELDS: &[&str] = &[
     "tcp_loose",
     "tcp_liberal",
     "verify_checksums",
+    "adaptive_start",
+    "adaptive_end",
     "timeouts",
 ];
 const TIMEOUT_FIELDS: &[&str] = &[
@@ -738,6 +740,27 @@ fn tracking(cx: &mut Cx, sec: Section, t: &mut Tracking) {
     t.tcp_loose = bool_field(cx, sec, "tcp_loose");
     t.tcp_liberal = bool_field(cx, sec, "tcp_liberal");
     t.verify_checksums = bool_field(cx, sec, "verify_checksums");
+    let pct = |cx: &mut Cx, field: &str| {
+        sec.get(field).and_then(|v| {
+            cx.integer(v, field, 1, 1000)
+                .and_then(|n| u32::try_from(n).ok())
+                .map(|n| (n, v.span().start))
+        })
+    };
+    let start = pct(cx, "adaptive_start");
+    let end = pct(cx, "adaptive_end");
+    if start.is_some() || end.is_some() {
+        let (s, e) = (start.map_or(60, |x| x.0), end.map_or(120, |x| x.0));
+        if e <= s {
+            let at = end.or(start).map_or(sec.at, |x| x.1);
+            cx.error(
+                at,
+                format!("`adaptive_end` ({e}%) must be above `adaptive_start` ({s}%)"),
+            );
+        } else {
+            t.adaptive = Some((s, e));
+        }
+    }
     let Some(v) = sec.get("timeouts") else {
         return;
     };

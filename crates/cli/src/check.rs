@@ -122,6 +122,9 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
                 write!(line, "  {name} {}", describe_limit(l))?;
             }
         }
+        if let Some(n) = z.src_conn_max {
+            write!(line, "  src_conn_max {n}")?;
+        }
         if let Some(l) = &z.src_conn_limit {
             write!(
                 line,

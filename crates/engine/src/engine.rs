@@ -191,6 +191,14 @@ pub trait Hooks {
     /// occupies the table.
     fn filter(&mut self, out: &Outcome) -> Verdict;
 
+    /// Asked when the filter accepted a packet that opened a connection, before any
+    /// translation: whether to keep it, and whether its source is to be told when it goes
+    /// ([`Engine::take_departed`]), for a policy that limits connections per source.
+    #[inline(always)]
+    fn admit(&mut self, _out: &Outcome) -> Admit {
+        Admit::Keep
+    }
+
     /// Asked when the filter accepted a packet that opened a connection: the address
     /// translation to give it, if any (netfilter's NAT chains, which see only a connection's
     /// first packet). When no port is free the packet is dropped with
@@ -207,6 +215,16 @@ pub trait Hooks {
     fn nat_port_usable(&mut self, _proto: u8, _addr: IpAddr, _port: u16) -> bool {
         true
     }
+}
+
+/// What [`Hooks::admit`] decides about a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    Keep,
+    /// Keep it, and report its original source when it leaves the table.
+    KeepCounted,
+    /// Refuse it after all: the packet is dropped with this reason and the entry removed.
+    Refuse(DropReason),
 }
 
 /// Tracking alone: nothing is exempted, and every verdict stays the engine's own.
@@ -423,6 +441,13 @@ impl Engine {
         self.table.take_released(out);
     }
 
+    /// Moves into `out` the original sources of connections [`Hooks::admit`] asked to count
+    /// that have left the table since the last call. As with
+    /// [`Engine::take_nat_released`], at most one per table slot is held.
+    pub fn take_departed(&mut self, out: &mut Vec<IpAddr>) {
+        self.table.take_departed(out);
+    }
+
     /// Releases dropped because they were not collected in time.
     pub fn nat_released_lost(&self) -> u64 {
         self.table.released_lost()
@@ -511,8 +536,20 @@ impl Engine {
         out.verdict = hooks.filter(&out);
         if out.verdict == Verdict::Accept {
             if let Some(id) = self.created {
-                if let Some(req) = hooks.nat(&out) {
-                    self.attach_nat(id, &req, &mut out, hooks);
+                match hooks.admit(&out) {
+                    Admit::Keep => {}
+                    Admit::KeepCounted => {
+                        self.table.get_mut(id).status |= crate::table::STATUS_COUNTED;
+                    }
+                    Admit::Refuse(r) => {
+                        out.verdict = Verdict::Drop;
+                        out.reason = Some(r);
+                    }
+                }
+                if out.verdict == Verdict::Accept {
+                    if let Some(req) = hooks.nat(&out) {
+                        self.attach_nat(id, &req, &mut out, hooks);
+                    }
                 }
             }
         }

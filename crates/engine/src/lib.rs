@@ -25,7 +25,7 @@ pub mod wire;
 
 pub use config::{Adaptive, Config, Timeouts};
 pub use engine::{
-    Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
+    Admit, Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
     PacketMeta, Stats, Tuple, Verdict,
 };
 pub use listing::proto_name;

@@ -130,6 +130,8 @@ reasons! {
     /// From a source that opened connections faster than its zone's `src_conn_limit`: it
     /// is blocked for the zone's `overload_timeout`.
     SourceOverload = "source-overload",
+    /// The source already has as many connections from its zone as `src_conn_max` allows.
+    SourceConnLimit = "source-conn-limit",
 }
 
 impl fmt::Display for DropReason {

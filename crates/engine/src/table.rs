@@ -80,6 +80,8 @@ pub(crate) const STATUS_LIBERAL: u8 = 4;
 pub(crate) const STATUS_NAT: u8 = 8;
 /// A SYN was ignored on this connection and may be in the table's [`IgnoredSyn`] memo.
 pub(crate) const STATUS_SYN_IGNORED: u8 = 16;
+/// The policy counts this connection against its source: report it when it goes.
+pub(crate) const STATUS_COUNTED: u8 = 32;
 
 /// An original-direction SYN that tracking ignored on a live connection (netfilter's
 /// `last_seq`/`last_end`/`last_win`/`last_wscale`/`last_flags`), kept so that a SYN/ACK
@@ -413,6 +415,8 @@ pub(crate) struct Table {
     released: Vec<NatReleased>,
     released_lost: u64,
     release_cap: usize,
+    /// Original sources of counted connections that have left the table.
+    departed: Vec<core::net::IpAddr>,
     /// SYNs ignored on live connections, by entry id modulo [`SYN_MEMO`]; allocated on first
     /// use.
     syns: Vec<IgnoredSyn>,
@@ -434,6 +438,7 @@ impl Table {
             nat_live: 0,
             released: Vec::new(),
             released_lost: 0,
+            departed: Vec::new(),
             release_cap: 1 << 20,
             syns: Vec::new(),
         }
@@ -808,6 +813,9 @@ impl Table {
         } else {
             self.remove_nat(id, &e.key);
         }
+        if e.status & STATUS_COUNTED != 0 {
+            self.depart(&e.key);
+        }
         let free = self.free;
         let e = self.get_mut(id);
         *e = Entry::FREE;
@@ -842,6 +850,26 @@ impl Table {
             *slot = NatExt::NONE;
         }
         self.nat_live -= 1;
+    }
+
+    #[inline(never)]
+    fn depart(&mut self, key: &Key) {
+        if self.departed.len() >= self.release_cap {
+            self.released_lost += 1;
+            return;
+        }
+        let family = if key.family == 6 {
+            crate::wire::Family::V6
+        } else {
+            crate::wire::Family::V4
+        };
+        self.departed
+            .push(crate::wire::addr_to_ip(family, &key.src));
+    }
+
+    /// Moves the sources of counted connections that have left into `out`.
+    pub(crate) fn take_departed(&mut self, out: &mut Vec<core::net::IpAddr>) {
+        out.append(&mut self.departed);
     }
 
     fn report_release(&mut self, key: &Key, x: &NatExt) {

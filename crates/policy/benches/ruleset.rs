@@ -118,6 +118,7 @@ fn zone(name: &str, input: PolicyAction, forward: PolicyAction) -> Zone {
         icmp_limit: None,
         src_conn_limit: None,
         overload_timeout: Time::from_secs(600),
+        src_conn_max: None,
         span: Span::default(),
     }
 }

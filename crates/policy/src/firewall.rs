@@ -8,12 +8,12 @@
 use core::net::IpAddr;
 
 use keepstate_engine::{
-    Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, NatRequest, Outcome, PacketMeta,
-    SnatRequest, Time, Verdict as EngineVerdict,
+    Admit, Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, NatRequest, Outcome,
+    PacketMeta, SnatRequest, Time, Verdict as EngineVerdict,
 };
 
 use crate::antispoof;
-use crate::flood::{Flow, NewFlowLimits, Overload};
+use crate::flood::{Flow, NewFlowLimits, Overload, SourceConns};
 use crate::model::{IfaceId, Mapping, Policy, ZoneId};
 use crate::nat::{self, Tuple5};
 use crate::reject;
@@ -89,6 +89,7 @@ pub struct Firewall {
     rules: Ruleset,
     flows: NewFlowLimits,
     overload: Overload,
+    conns: SourceConns,
     scans: PortScans,
     stats: FirewallStats,
     reply: Vec<u8>,
@@ -132,6 +133,7 @@ impl Firewall {
             rules: Ruleset::with_key(&policy, key),
             flows: NewFlowLimits::new(&policy),
             overload: Overload::new(&policy, key),
+            conns: SourceConns::new(&policy, key),
             scans: PortScans::new(
                 policy.defaults.scan_ports,
                 policy.defaults.scan_window,
@@ -275,6 +277,9 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
     ) -> (Decision, Option<Pending>) {
+        if self.conns.any {
+            self.conns.collect(&mut self.engine);
+        }
         let mut nat = self.nat.take();
         let created = self.engine.nat_counters().created;
         let mut nc = nat.as_mut().map(|nat| {
@@ -364,6 +369,8 @@ impl Firewall {
             rules: &mut self.rules,
             flows: &mut self.flows,
             overload: &mut self.overload,
+            conns: &mut self.conns,
+            arrival_zone: None,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
@@ -400,6 +407,16 @@ impl Firewall {
             outcome.reason = Some(reason);
         } else if ctx.blocked_in.is_some() {
             outcome.reason = Some(DropReason::SourceOverload);
+        }
+        if let (Some(DropReason::SourceConnLimit), Some(z)) = (outcome.reason, ctx.arrival_zone) {
+            if let Some(j) = judged.as_mut() {
+                j.judgement = Judgement {
+                    verdict: Verdict::Drop,
+                    by: Decider::ConnLimit(z),
+                    log: None,
+                    reply: false,
+                };
+            }
         }
         if outcome.reason == Some(DropReason::NatPortsExhausted) {
             if let Some(j) = judged.as_mut() {
@@ -506,6 +523,7 @@ fn policy_reason(j: Judgement) -> DropReason {
         (Decider::UdpFlood(_), _) => DropReason::UdpFlood,
         (Decider::IcmpFlood(_), _) => DropReason::IcmpFlood,
         (Decider::Overload(_), _) => DropReason::SourceOverload,
+        (Decider::ConnLimit(_), _) => DropReason::SourceConnLimit,
         (Decider::ZonePolicy { .. }, _) => DropReason::ZonePolicy,
         (Decider::NoZone, _) => DropReason::NoZone,
         (_, Verdict::Reject(_)) => DropReason::RuleReject,
@@ -547,6 +565,9 @@ struct Ctx<'a, 'n> {
     rules: &'a mut Ruleset,
     flows: &'a mut NewFlowLimits,
     overload: &'a mut Overload,
+    conns: &'a mut SourceConns,
+    /// The zone a new connection's first packet arrived from, once the filter knows it.
+    arrival_zone: Option<ZoneId>,
     drop_invalid: bool,
     accept_established: bool,
     has_notrack: bool,
@@ -909,6 +930,7 @@ impl Hooks for Ctx<'_, '_> {
             judgement = self.plan_dnat(&mut v, &mut place);
         }
         if out.state == CtState::New {
+            self.arrival_zone = v.in_zone;
             if let Some(j) = self.flood_check(&v, out.meta.icmp_id.is_some()) {
                 self.judged = Some(Judged {
                     judgement: j,
@@ -933,6 +955,20 @@ impl Hooks for Ctx<'_, '_> {
             EngineVerdict::Accept
         } else {
             EngineVerdict::Drop
+        }
+    }
+
+    fn admit(&mut self, out: &Outcome) -> Admit {
+        if !self.conns.any {
+            return Admit::Keep;
+        }
+        let (Some(z), Some(src)) = (self.arrival_zone, out.meta.src) else {
+            return Admit::Keep;
+        };
+        match self.conns.open(z, src) {
+            None => Admit::Keep,
+            Some(true) => Admit::KeepCounted,
+            Some(false) => Admit::Refuse(DropReason::SourceConnLimit),
         }
     }
 

@@ -77,6 +77,101 @@ impl NewFlowLimits {
 const WAYS: usize = 8;
 
 #[derive(Clone, Copy, Debug, Default)]
+struct Count {
+    addr: u128,
+    n: u32,
+    used: bool,
+}
+
+/// Connections per source, for zones with `src_conn_max` (pf's `max-src-conn`). One count
+/// per source address across those zones, in a fixed-size keyed 8-way table: a source that
+/// loses its slot to others (only when a set holds eight sources with connections open)
+/// starts again from zero, so under such pressure the limit errs on the side of letting
+/// connections through.
+#[derive(Clone, Debug)]
+pub(crate) struct SourceConns {
+    max: Vec<Option<u32>>,
+    slots: Vec<Count>,
+    set_mask: u64,
+    hasher: ahash::RandomState,
+    departed: Vec<IpAddr>,
+    /// Some zone has it.
+    pub(crate) any: bool,
+}
+
+impl SourceConns {
+    pub(crate) fn new(p: &Policy, key: [u64; 4]) -> SourceConns {
+        let max: Vec<Option<u32>> = p.zones.iter().map(|z| z.src_conn_max).collect();
+        let sets = (4 * DEFAULT_PER_SOURCE_CAPACITY) / WAYS;
+        SourceConns {
+            any: max.iter().any(Option::is_some),
+            max,
+            slots: if p.zones.iter().any(|z| z.src_conn_max.is_some()) {
+                vec![Count::default(); sets * WAYS]
+            } else {
+                Vec::new()
+            },
+            set_mask: u64::try_from(sets - 1).unwrap_or(0),
+            hasher: ahash::RandomState::with_seeds(key[1], key[3], key[0], key[2]),
+            departed: Vec::new(),
+        }
+    }
+
+    fn ways(&mut self, addr: u128) -> Option<&mut [Count]> {
+        let set = self.hasher.hash_one(addr) & self.set_mask;
+        let start = usize::try_from(set).ok()?.checked_mul(WAYS)?;
+        self.slots.get_mut(start..start.checked_add(WAYS)?)
+    }
+
+    /// A new connection from `src` arriving in `zone`: `None` when the zone does not count,
+    /// `Some(true)` when it is counted, `Some(false)` when the source is at the limit.
+    pub(crate) fn open(&mut self, zone: ZoneId, src: IpAddr) -> Option<bool> {
+        let max = (*self.max.get(usize::from(zone))?)?;
+        let addr = addr_bits(src);
+        let ways = self.ways(addr)?;
+        let i = ways
+            .iter()
+            .position(|c| c.used && c.addr == addr)
+            .or_else(|| ways.iter().position(|c| !c.used || c.n == 0))
+            .unwrap_or_else(|| {
+                // Every slot has connections open: the source with fewest gives way.
+                ways.iter()
+                    .enumerate()
+                    .min_by_key(|(_, c)| c.n)
+                    .map_or(0, |(i, _)| i)
+            });
+        let c = ways.get_mut(i)?;
+        if !(c.used && c.addr == addr) {
+            *c = Count {
+                addr,
+                n: 0,
+                used: true,
+            };
+        }
+        if c.n >= max {
+            return Some(false);
+        }
+        c.n += 1;
+        Some(true)
+    }
+
+    /// Takes back the connections that have left the engine's table.
+    pub(crate) fn collect(&mut self, engine: &mut keepstate_engine::Engine) {
+        engine.take_departed(&mut self.departed);
+        let mut gone = core::mem::take(&mut self.departed);
+        for src in gone.drain(..) {
+            let addr = addr_bits(src);
+            if let Some(ways) = self.ways(addr) {
+                if let Some(c) = ways.iter_mut().find(|c| c.used && c.addr == addr) {
+                    c.n = c.n.saturating_sub(1);
+                }
+            }
+        }
+        self.departed = gone;
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
 struct Blocked {
     addr: u128,
     /// Nanoseconds of the caller's clock at which the block ends.

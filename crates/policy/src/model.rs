@@ -164,6 +164,9 @@ pub struct Zone {
     /// (every packet from it dropped, established ones too) for `overload_timeout`.
     pub src_conn_limit: Option<Limit>,
     pub overload_timeout: Time,
+    /// Most connections one source may have open from this zone at once (pf's
+    /// `max-src-conn`).
+    pub src_conn_max: Option<u32>,
     pub span: Span,
 }
 

@@ -1112,3 +1112,50 @@ internal_port = 80
     let d = r.wan(&tcp4(attacker, WAN_ADDR, 43_000, 8080, 1, None, true));
     assert!(accepted(&d), "{d:?}");
 }
+
+#[test]
+fn connections_per_source_are_capped_and_given_back() {
+    let text = home_router_text().replacen(
+        "forward = \"accept\"",
+        "forward = \"accept\"\nsrc_conn_max = 3",
+        1,
+    );
+    let mut r = rig(&text);
+    let lan_zone = r.fw.topology().zone_of(r.lan);
+    let mut got = Vec::new();
+    for i in 0..5u16 {
+        let d = r.lan(&udp4(LAN_HOST, WEB, 30_000 + i, 53, b"q"));
+        got.push(reason(&d).unwrap_or("accepted"));
+        if i == 3 {
+            assert_eq!(d.by, Some(Decider::ConnLimit(lan_zone)));
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            "accepted",
+            "accepted",
+            "accepted",
+            "source-conn-limit",
+            "source-conn-limit"
+        ]
+    );
+    assert_eq!(r.fw.engine().len(), 3);
+    // Retransmits of an open connection are not new connections.
+    assert!(accepted(&r.lan(&udp4(LAN_HOST, WEB, 30_000, 53, b"q"))));
+    // Another host has its own allowance.
+    assert!(accepted(&r.lan(&udp4(
+        [192, 168, 1, 24],
+        WEB,
+        30_000,
+        53,
+        b"q"
+    ))));
+    // Once the host's connections have expired, it may open new ones.
+    r.advance_ms(31_000);
+    for _ in 0..64 {
+        r.wan(&udp4(SCANNER, WAN_ADDR, 1, 9, b"tick"));
+    }
+    let d = r.lan(&udp4(LAN_HOST, WEB, 31_000, 53, b"q"));
+    assert!(accepted(&d), "{d:?}");
+}

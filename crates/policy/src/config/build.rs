@@ -96,6 +96,7 @@ const ZONE_FIELDS: &[&str] = &[
     "icmp_limit",
     "src_conn_limit",
     "overload_timeout",
+    "src_conn_max",
 ];
 const FORWARDING_FIELDS: &[&str] = &["src", "dest"];
 const SET_FIELDS: &[&str] = &["name", "prefixes", "file"];
@@ -989,6 +990,10 @@ fn zone(
     let udp_limit = limit_field(cx, sec, "udp_limit");
     let icmp_limit = limit_field(cx, sec, "icmp_limit");
     let src_conn_limit = limit_field(cx, sec, "src_conn_limit");
+    let src_conn_max = sec.get("src_conn_max").and_then(|v| {
+        cx.integer(v, "src_conn_max", 1, i128::from(u32::MAX))
+            .and_then(|n| u32::try_from(n).ok())
+    });
     let mut overload_timeout = keepstate_engine::Time::from_secs(600);
     if let Some(v) = sec.get("overload_timeout") {
         if let Some(n) = cx
@@ -1042,6 +1047,7 @@ fn zone(
             icmp_limit,
             src_conn_limit,
             overload_timeout,
+            src_conn_max,
             span: cx.span(sec.at),
         });
     }

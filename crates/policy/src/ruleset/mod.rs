@@ -135,6 +135,9 @@ pub enum Decider {
     /// The source is over, or blocked for going over, its zone's `src_conn_limit`
     /// (`source-overload`).
     Overload(ZoneId),
+    /// The source has as many connections open from the zone as `src_conn_max` allows
+    /// (`source-conn-limit`).
+    ConnLimit(ZoneId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -496,6 +499,7 @@ impl Ruleset {
             Decider::UdpFlood(z) => format!("zone {} udp limit", zone(z)),
             Decider::IcmpFlood(z) => format!("zone {} icmp limit", zone(z)),
             Decider::Overload(z) => format!("zone {} overload", zone(z)),
+            Decider::ConnLimit(z) => format!("zone {} src_conn_max", zone(z)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! The engine: classifies each packet against the state table.
 
 use crate::config::Config;
+use crate::frag::{First, Fragments, Later};
 use crate::nat::{NatRequest, Translation};
 use crate::reason::DropReason;
 use crate::table::{
@@ -364,6 +365,8 @@ pub struct Engine {
     created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
     xlate: Option<Translation>,
+    /// Datagrams whose first fragment was seen, so their later pieces can be judged.
+    frags: Fragments,
     /// The timeouts as configured; `cfg.timeouts` holds those in force, scaled down by
     /// adaptive timeouts while the table is filling.
     base_timeouts: crate::config::Timeouts,
@@ -394,6 +397,7 @@ impl Engine {
         let mut table = Table::new(crate::table::Hashing::new(cfg.hash_key));
         table.set_release_cap(cfg.max_connections as usize);
         let base_timeouts = cfg.timeouts.clone();
+        let hash_key = cfg.hash_key;
         Engine {
             table,
             base_timeouts,
@@ -406,6 +410,7 @@ impl Engine {
             scratch: Vec::new(),
             created: None,
             xlate: None,
+            frags: Fragments::new(hash_key),
             young: VecDeque::new(),
             nat_stats: NatCounters::default(),
         }
@@ -727,7 +732,7 @@ impl Engine {
             }
         };
         if ip.frag == Frag::Later {
-            return invalid(ip_meta(info, &ip, None), DropReason::Fragment);
+            return self.later_fragment(info, &ip, hooks);
         }
         let tr = match wire::parse_transport(&ip, self.cfg.verify_checksums, false) {
             Ok(t) => t,
@@ -775,10 +780,72 @@ impl Engine {
         }
         let meta = ip_meta(info, &ip, Some(&tr));
         if hooks.raw(&meta) {
+            if ip.frag == Frag::First {
+                self.frags.first(&ip, First::Untracked, self.now_floor);
+            }
             return untracked(meta);
         }
         let hash = self.table.hash(&key);
-        self.track(&tr, &key, hash, &ip).with(meta)
+        let res = self.track(&tr, &key, hash, &ip);
+        if ip.frag == Frag::First {
+            let error =
+                matches!(tr, Transport::Icmp(m) if matches!(m.kind, IcmpKind::Error { .. }));
+            let first = match (res.state, res.reason) {
+                // An error's key is its quote's: its later pieces are no packets of that
+                // connection.
+                _ if error => First::Invalid(DropReason::Fragment),
+                (CtState::Invalid, Some(r)) => First::Invalid(r),
+                (CtState::Untracked, _) => First::Untracked,
+                _ => First::Tracked {
+                    sport: key.sport,
+                    dport: key.dport,
+                },
+            };
+            self.frags.first(&ip, first, self.now_floor);
+        }
+        res.with(meta)
+    }
+
+    /// A fragment after the first: classified as its datagram's first fragment was (see
+    /// [`crate::frag`]), or invalid when that is unknown or the pieces overlap.
+    #[inline(never)]
+    fn later_fragment<H: Hooks>(&mut self, info: LinkInfo, ip: &Ip<'_>, hooks: &mut H) -> Outcome {
+        let mut meta = ip_meta(info, ip, None);
+        let first = match self.frags.later(ip, self.now_floor) {
+            Later::Unknown | Later::TooScattered => {
+                return invalid(meta, DropReason::Fragment);
+            }
+            Later::Overlap => return invalid(meta, DropReason::FragmentOverlap),
+            Later::Of(f) => f,
+        };
+        let (sport, dport) = match first {
+            First::Invalid(r) => return invalid(meta, r),
+            First::Untracked => return untracked(meta),
+            First::Tracked { sport, dport } => (sport, dport),
+        };
+        if matches!(ip.proto, PROTO_TCP | PROTO_UDP | 136) {
+            // The ports are in the first piece: rules see them here too.
+            meta.sport = Some(sport);
+            meta.dport = Some(dport);
+        }
+        if hooks.raw(&meta) {
+            return untracked(meta);
+        }
+        let key = Key {
+            src: ip.src,
+            dst: ip.dst,
+            sport,
+            dport,
+            proto: ip.proto,
+            family: family_code(ip.family),
+        };
+        let hash = self.table.hash(&key);
+        match self.lookup(hash, &key) {
+            // Counted against the connection; nothing to track without a transport header.
+            Ok(Some((id, dir))) => count(self.table.get_mut(id), dir, ip.len).with(meta),
+            Ok(None) => invalid(meta, DropReason::Fragment),
+            Err(r) => invalid(meta, r),
+        }
     }
     /// Moves the clock forward (never back: a reordered capture must not revive entries).
     #[inline(always)]

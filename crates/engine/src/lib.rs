@@ -14,6 +14,7 @@
 
 pub mod config;
 mod engine;
+mod frag;
 pub mod listing;
 pub mod nat;
 pub mod reason;

@@ -64,6 +64,9 @@ reasons! {
     Fragment = "fragment",
     /// A first fragment too short to hold the transport header.
     TinyFragment = "tiny-fragment",
+    /// A fragment overlapping a piece of its datagram already seen (or of a datagram that
+    /// had an overlap): the whole datagram is refused, as RFC 5722 asks.
+    FragmentOverlap = "fragment-overlap",
     /// TCP data offset below 5 words or beyond the segment.
     TcpBadHeader = "tcp-bad-header",
     /// A TCP option runs past the header.

@@ -13,12 +13,14 @@ mod adversarial {
     mod blind_data_injection;
     mod challenge_ack;
     mod challenge_ack_recovery;
+    mod fragments_follow_their_first;
     mod handshake_during_flood;
     mod icmp_error_address_mismatch;
     mod icmp_error_embeds_error;
     mod icmp_error_unknown_connection;
     mod ipv4_fragment_without_first;
     mod ipv4_tiny_fragment;
+    mod overlapping_fragments;
     mod rst_before_gap;
     mod rst_out_of_window;
     mod scans_to_closed_port;

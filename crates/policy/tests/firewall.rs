@@ -1159,3 +1159,77 @@ fn connections_per_source_are_capped_and_given_back() {
     let d = r.lan(&udp4(LAN_HOST, WEB, 31_000, 53, b"q"));
     assert!(accepted(&d), "{d:?}");
 }
+
+/// One IPv4 fragment of a UDP datagram: `data` is this piece of the UDP bytes, `offset` in
+/// 8-byte units.
+fn udp4_fragment(src: [u8; 4], dst: [u8; 4], offset: u16, more: bool, data: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(data.len()).unwrap();
+    let mut ip = etherparse::Ipv4Header::new(len, 64, etherparse::IpNumber::UDP, src, dst).unwrap();
+    ip.identification = 0x1234;
+    ip.dont_fragment = false;
+    ip.more_fragments = more;
+    ip.fragment_offset = etherparse::IpFragOffset::try_new(offset).unwrap();
+    let mut v = Vec::new();
+    etherparse::Ethernet2Header {
+        source: MAC_A,
+        destination: MAC_B,
+        ether_type: etherparse::EtherType::IPV4,
+    }
+    .write(&mut v)
+    .unwrap();
+    ip.write(&mut v).unwrap();
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn fragmented_udp_passes_masquerade_and_the_rules() {
+    let mut r = Rig::home();
+    // A 1,208-byte DNS answer's worth of UDP (header and payload), in two pieces, from a LAN
+    // host to a server and back.
+    let whole = udp4(LAN_HOST, WEB, 40_000, 53, &[0x5a; 1200]);
+    let udp = &whole[34..];
+    let d = r.lan(&udp4_fragment(LAN_HOST, WEB, 0, true, &udp[..800]));
+    assert!(accepted(&d), "{d:?}");
+    assert!(d.translated);
+    let out1 = r.fw.frame().to_vec();
+    let d = r.lan(&udp4_fragment(LAN_HOST, WEB, 100, false, &udp[800..]));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.meta.dport, Some(53), "rules saw the ports");
+    assert!(
+        d.translated,
+        "the second piece leaves from the WAN address too"
+    );
+    let out2 = r.fw.frame().to_vec();
+    for f in [&out1, &out2] {
+        let p = SlicedPacket::from_ethernet(f).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+            panic!("IPv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(IpAddr::from(h.source), IpAddr::from(WAN_ADDR));
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+    }
+    // The answer, fragmented too, comes back to the LAN host.
+    // etherparse does not read a fragment's transport header: the source port is the first
+    // two bytes after the IPv4 header.
+    let port = u16::from_be_bytes([out1[34], out1[35]]);
+    let answer = udp4(WEB, WAN_ADDR, 53, port, &[0xa5; 1200]);
+    let udp = &answer[34..];
+    for (off, more, piece) in [(0u16, true, &udp[..800]), (100, false, &udp[800..])] {
+        let d = r.wan(&udp4_fragment(WEB, WAN_ADDR, off, more, piece));
+        assert!(accepted(&d), "{d:?}");
+        assert_eq!(d.outcome.state, CtState::Established);
+        let p = SlicedPacket::from_ethernet(r.fw.frame()).unwrap();
+        let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+            panic!("IPv4")
+        };
+        assert_eq!(
+            IpAddr::from(ip.header().destination()),
+            IpAddr::from(LAN_HOST)
+        );
+    }
+    // A piece with no first is still refused.
+    let d = r.wan(&udp4_fragment(WEB, WAN_ADDR, 50, false, &[0; 64]));
+    assert!(!accepted(&d));
+}

@@ -323,6 +323,10 @@ pub(crate) struct Ip<'a> {
     pub l4_len: u32,
     /// `l4` holds the whole transport part (the capture did not cut it and it is unfragmented).
     pub l4_complete: bool,
+    /// For a fragment: the datagram's identification, and where this piece sits in its
+    /// payload (bytes from the start of the transport header).
+    pub frag_id: u32,
+    pub frag_offset: u32,
 }
 
 /// Parses the link layer and returns the IP packet, or `Ok(None)` for a non-IP frame (ARP,
@@ -433,6 +437,7 @@ pub(crate) fn parse_ipv4(
         return Err(DropReason::BadIpChecksum);
     }
     let frag_word = u16_at(header, 6).ok_or(DropReason::Truncated)?;
+    let frag_id = u32::from(u16_at(header, 4).ok_or(DropReason::Truncated)?);
     let offset = frag_word & 0x1fff;
     let more = frag_word & 0x2000 != 0;
     let frag = if offset != 0 {
@@ -460,6 +465,8 @@ pub(crate) fn parse_ipv4(
         l4,
         l4_len,
         l4_complete: complete && frag == Frag::Whole,
+        frag_id,
+        frag_offset: u32::from(offset) * 8,
     })
 }
 
@@ -487,6 +494,8 @@ pub(crate) fn parse_ipv6(b: &[u8], cut: bool, embedded: bool) -> Result<Ip<'_>, 
     let mut next = u8_at(b, 6).ok_or(DropReason::Truncated)?;
     let mut off = 40usize;
     let mut frag = Frag::Whole;
+    let mut frag_id = 0u32;
+    let mut frag_offset = 0u32;
     let mut count = 0;
     loop {
         match next {
@@ -510,6 +519,8 @@ pub(crate) fn parse_ipv6(b: &[u8], cut: bool, embedded: bool) -> Result<Ip<'_>, 
                 }
                 let offset = fo >> 3;
                 let more = fo & 1 != 0;
+                frag_id = u32_at(pkt, off + 4).ok_or(ext_truncated(complete))?;
+                frag_offset = u32::from(offset) * 8;
                 if offset != 0 {
                     frag = Frag::Later;
                 } else if more {
@@ -552,6 +563,8 @@ pub(crate) fn parse_ipv6(b: &[u8], cut: bool, embedded: bool) -> Result<Ip<'_>, 
         l4,
         l4_len,
         l4_complete: complete && frag == Frag::Whole,
+        frag_id,
+        frag_offset,
     })
 }
 

@@ -1,4 +1,4 @@
-//! A non-first IPv4 fragment with no first fragment is invalid (`fragment`): the engine does not reassemble.
+//! A non-first IPv4 fragment with no first fragment is invalid (`fragment`): the engine tracks fragments by their first, it does not reassemble.
 use crate::common::*;
 use crate::{client_tcp_bytes, established, exchange, ipv4_tcp_fragment};
 

@@ -751,16 +751,10 @@ impl Table {
     }
 
     fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool) {
-        if x.keeps_key_slot() && !filed {
-            self.place(self.hash(key), id);
-        }
-        if x.flags & NAT_DST != 0 {
-            let k = x.arrive_original(key);
-            self.place(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
-        }
-        if x.flags & NAT_SRC != 0 {
-            let k = x.arrive_reply(key);
-            self.place(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
+        for (k, form) in nat_forms(key, x).into_iter().flatten() {
+            if form != FORM_KEY || !filed {
+                self.place(self.hash(&k), id | form << FORM_SHIFT);
+            }
         }
     }
 
@@ -827,19 +821,11 @@ impl Table {
     #[inline(never)]
     fn remove_nat(&mut self, id: u32, key: &Key) {
         let x = *self.ext(id);
-        if x.keeps_key_slot() {
-            self.unplace(self.hash(key), id);
+        for (k, form) in nat_forms(key, &x).into_iter().flatten() {
+            self.unplace(self.hash(&k), id | form << FORM_SHIFT);
         }
-        if x.flags & NAT_DST != 0 {
-            let k = x.arrive_original(key);
-            self.unplace(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
-        }
-        if x.flags & NAT_SRC != 0 {
-            let k = x.arrive_reply(key);
-            self.unplace(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
-            if x.flags & NAT_REPORT != 0 {
-                self.report_release(key, &x);
-            }
+        if x.flags & NAT_SRC != 0 && x.flags & NAT_REPORT != 0 {
+            self.report_release(key, &x);
         }
         let c = (id >> CHUNK_SHIFT) as usize;
         if let Some(slot) = self
@@ -914,22 +900,13 @@ impl Table {
         let mut live = 0;
         for (id, e) in self.iter() {
             live += 1;
-            let mut forms = Vec::new();
-            if e.status & STATUS_NAT == 0 {
-                forms.push((e.key, FORM_KEY));
+            let forms = if e.status & STATUS_NAT == 0 {
+                [Some((e.key, FORM_KEY)), None, None]
             } else {
                 nat += 1;
-                let x = self.ext(id);
-                if x.keeps_key_slot() {
-                    forms.push((e.key, FORM_KEY));
-                }
-                if x.flags & NAT_DST != 0 {
-                    forms.push((x.arrive_original(&e.key), FORM_ORIGINAL));
-                }
-                if x.flags & NAT_SRC != 0 {
-                    forms.push((x.arrive_reply(&e.key), FORM_REPLY));
-                }
-            }
+                nat_forms(&e.key, self.ext(id))
+            };
+            let forms: Vec<(Key, u32)> = forms.into_iter().flatten().collect();
             for (k, form) in forms {
                 slots += 1;
                 let raw = id | form << FORM_SHIFT;
@@ -1004,6 +981,17 @@ impl Table {
             }
         }
     }
+}
+
+/// The tuples a translated connection tracked as `key` is filed under, each with its form:
+/// its own key unless both ends are translated, the original direction as it arrives when
+/// the destination is, the reply direction as it arrives when the source is.
+fn nat_forms(key: &Key, x: &NatExt) -> [Option<(Key, u32)>; 3] {
+    [
+        x.keeps_key_slot().then_some((*key, FORM_KEY)),
+        (x.flags & NAT_DST != 0).then(|| (x.arrive_original(key), FORM_ORIGINAL)),
+        (x.flags & NAT_SRC != 0).then(|| (x.arrive_reply(key), FORM_REPLY)),
+    ]
 }
 
 /// The tuple of a packet travelling the other way.

@@ -305,6 +305,10 @@ pub fn run(args: &Args) -> Result<()> {
     let mut last_ts = Time::ZERO;
     let mut skipped = 0u64;
     let mut deciders: std::collections::BTreeMap<String, u64> = Default::default();
+    // Scan lines share the policy's log limit, so a flag-scan flood cannot flood stderr.
+    let mut scan_log = fw
+        .as_ref()
+        .map(|f| keepstate_policy::limit::Bucket::new(&f.policy().defaults.log_limit));
 
     let start = Instant::now();
     let mut records = cap.records();
@@ -356,6 +360,11 @@ pub fn run(args: &Args) -> Result<()> {
         if let (Some(f), Some(d)) = (&fw, decision) {
             if let Some(r) = d.log {
                 log_line(f, r, rec.ts, &d, rule.as_deref());
+            }
+            if let (Some(s), Some(b)) = (d.scan, scan_log.as_mut()) {
+                if b.allow(rec.ts) {
+                    scan_line(f, s, rec.ts, &d);
+                }
             }
         }
         if let Some(w) = trace.as_mut() {
@@ -510,6 +519,25 @@ fn log_line(fw: &Firewall, rule: u32, ts: Time, d: &Decision, decided_by: Option
         m.src.map_or_else(|| "-".to_string(), |a| a.to_string()),
         m.dst.map_or_else(|| "-".to_string(), |a| a.to_string()),
         d.outcome.state.name(),
+    );
+}
+
+/// A packet showed a scan: one line on stderr.
+fn scan_line(fw: &Firewall, scan: keepstate_policy::scan::Scan, ts: Time, d: &Decision) {
+    let m = &d.outcome.meta;
+    let iface = d
+        .in_iface
+        .and_then(|i| fw.policy().interfaces.get(usize::from(i)))
+        .map_or("-", |x| x.name.as_str());
+    eprintln!(
+        "keepstate: scan: ts={:.6} kind={} in={iface} src={} dst={} dport={} verdict={} reason={}",
+        ts.as_secs_f64(),
+        scan.name(),
+        m.src.map_or_else(|| "-".to_string(), |a| a.to_string()),
+        m.dst.map_or_else(|| "-".to_string(), |a| a.to_string()),
+        m.dport.map_or_else(|| "-".to_string(), |p| p.to_string()),
+        d.verdict.name(),
+        d.outcome.reason.map_or("-", |r| r.name()),
     );
 }
 

@@ -442,3 +442,56 @@ fn cooked_capture_uses_ifindex_and_skips_outgoing_copies() {
         .count();
     assert_eq!(drops, 16, "{se}");
 }
+
+#[test]
+fn scans_are_logged_traced_and_counted() {
+    // A scanner on the WAN side: an Xmas probe, then SYNs to 30 ports of the router's WAN
+    // address, each frame addressed to wan0's MAC.
+    let wan_mac = [0x02, 0, 0, 0, 0, 0x01];
+    let scanner_mac = [0x02, 0, 0, 0, 0xee, 0x01];
+    let mut w = pcap_file::pcap::PcapWriter::new(Vec::new()).unwrap();
+    let mut frame = |i: u32, b: etherparse::PacketBuilderStep<etherparse::TcpHeader>| {
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        w.write_packet(&pcap_file::pcap::PcapPacket::new(
+            std::time::Duration::from_millis(1_700_000_000_000 + u64::from(i)),
+            u32::try_from(v.len()).unwrap(),
+            &v,
+        ))
+        .unwrap();
+    };
+    let base = || {
+        etherparse::PacketBuilder::ethernet2(scanner_mac, wan_mac).ipv4(
+            [198, 51, 100, 66],
+            [203, 0, 113, 2],
+            64,
+        )
+    };
+    frame(0, base().tcp(50_000, 80, 1, 1024).fin().psh().urg(0));
+    for p in 1..=30u16 {
+        frame(u32::from(p), base().tcp(50_000, p, 1, 1024).syn());
+    }
+    let pcap = tmp("scan.pcap");
+    std::fs::write(&pcap, w.into_writer()).unwrap();
+    let (out, so, se) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(example("home-router.toml"))
+        .arg("--trace")
+        .arg("-")
+        .arg(&pcap));
+    assert!(out.status.success(), "{se}");
+    assert!(
+        se.contains("keepstate: scan: ") && se.contains("kind=xmas"),
+        "{se}"
+    );
+    assert_eq!(se.matches("kind=ports").count(), 1, "{se}");
+    assert_eq!(so.matches("\"scan\":\"xmas\"").count(), 1, "{so}");
+    assert_eq!(so.matches("\"scan\":\"ports\"").count(), 1, "{so}");
+    let (_, summary, _) = run(bin()
+        .arg("replay")
+        .arg("--config")
+        .arg(example("home-router.toml"))
+        .arg(&pcap));
+    assert!(summary.contains("scans:  xmas 1  ports 1"), "{summary}");
+}

@@ -43,6 +43,13 @@ src = "wan"
 external_port = "8080-8081"
 internal_ip = "192.168.1.10"
 internal_port = 80
+[[port_forward]]
+name = "proxied"
+src = "wan"
+proto = "tcp"
+external_port = 443
+internal_ip = "192.168.1.11"
+synproxy = true
 [[snat]]
 dest = "wan"
 src_ip = "192.168.1.64/26"
@@ -87,6 +94,9 @@ fuzz_target!(|data: &[u8]| {
         }
         if d.reply {
             assert!(!fw.reply().is_empty());
+        }
+        if d.inject {
+            assert!(!fw.injected().is_empty());
         }
         assert!(fw.engine().len() <= 16);
         if let Err(e) = fw.engine().check_table() {

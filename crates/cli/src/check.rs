@@ -210,6 +210,9 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
             };
             write!(out, "  {}", describe_match(p, &m))?;
         }
+        if f.synproxy {
+            write!(out, "  synproxy")?;
+        }
         if f.reflection {
             write!(out, "  reflection")?;
         }

@@ -367,6 +367,11 @@ pub struct Engine {
     xlate: Option<Translation>,
     /// Datagrams whose first fragment was seen, so their later pieces can be judged.
     frags: Fragments,
+    /// The connection the packet being classified belongs to (or opened).
+    last: Option<u32>,
+    /// The original side's acknowledgments of the current packet's connection are this far
+    /// behind the reply side's sequence numbers (a SYN-proxied connection).
+    ack_behind: u32,
     /// The timeouts as configured; `cfg.timeouts` holds those in force, scaled down by
     /// adaptive timeouts while the table is filling.
     base_timeouts: crate::config::Timeouts,
@@ -411,6 +416,8 @@ impl Engine {
             created: None,
             xlate: None,
             frags: Fragments::new(hash_key),
+            last: None,
+            ack_behind: 0,
             young: VecDeque::new(),
             nat_stats: NatCounters::default(),
         }
@@ -428,6 +435,19 @@ impl Engine {
     /// tests and fuzzing.
     pub fn check_table(&self) -> Result<(), String> {
         self.table.check()
+    }
+
+    /// Gives the connection of the packet last processed (which must be translated) a TCP
+    /// sequence offset: a SYN proxy answered its original side with its own initial
+    /// sequence number, `delta` below the reply side's. From the next packet on, original
+    /// packets' acknowledgments are tracked and rewritten `delta` higher and replies'
+    /// sequence numbers rewritten `delta` lower ([`Translation::tcp_seq`]). Returns whether
+    /// there was such a connection.
+    pub fn set_seq_offset(&mut self, delta: u32) -> bool {
+        match self.last {
+            Some(id) => self.table.set_seq_delta(id, delta),
+            None => false,
+        }
     }
 
     /// Translated connections in the table.
@@ -532,6 +552,8 @@ impl Engine {
         self.sweep_step();
         self.created = None;
         self.xlate = None;
+        self.last = None;
+        self.ack_behind = 0;
         let mut out = self.classify(link, data, wire_len, hint, hooks);
         if let Some(x) = &self.xlate {
             // Rules see the connection as tracking does: after destination NAT.
@@ -1076,6 +1098,7 @@ impl Engine {
         if e.status & STATUS_NAT != 0 {
             self.translate_packet(f, key)?;
         }
+        self.last = Some(f.id);
         Ok(Some((f.id, f.dir)))
     }
 
@@ -1096,6 +1119,9 @@ impl Engine {
                 self.nat_stats.bypass += 1;
                 return Err(DropReason::NatBypass);
             }
+        }
+        if x.flags & crate::table::NAT_SEQ != 0 {
+            self.ack_behind = x.seq_delta;
         }
         self.xlate = Some(Translation::packet(key, &e.key, x, f.dir));
         Ok(())
@@ -1315,6 +1341,7 @@ impl Engine {
         e.bytes[0] = u64::from(len);
         let id = self.table.insert(hash, e);
         self.created = Some(id);
+        self.last = Some(id);
         if self.young.len() >= self.cfg.max_connections as usize {
             self.young.pop_front();
         }
@@ -1474,6 +1501,18 @@ impl Engine {
     ) -> Res {
         let Some((id, dir)) = found else {
             return self.open_tcp(key, hash, seg, len);
+        };
+        let adjusted;
+        let seg = if self.ack_behind != 0 && dir == 0 {
+            // A SYN-proxied connection: track the original side's acknowledgments in the
+            // reply side's sequence space, as they leave.
+            adjusted = wire::Tcp {
+                ack: seg.ack.wrapping_add(self.ack_behind),
+                ..*seg
+            };
+            &adjusted
+        } else {
+            seg
         };
         // Expiry counts from `now` rounded up to a whole second, as `deadline` does.
         let base = self.deadline(0);

@@ -79,6 +79,8 @@ pub struct Translation {
     arrived: Key,
     /// IPv4 TCP and UDP: the checksum sums (see [`Ipv4Rewrite`]).
     sums: [u16; 2],
+    /// TCP sequence and acknowledgment numbers to add (a SYN-proxied connection).
+    seq: Option<(u32, u32)>,
 }
 
 /// The rewrite of a packet of an IPv4 TCP or UDP connection, in the packet's own terms:
@@ -180,6 +182,13 @@ impl Translation {
             quoted_dst: None,
             arrived: *arrived,
             sums: x.sums[dir & 1],
+            seq: (x.flags & crate::table::NAT_SEQ != 0).then(|| {
+                if dir == 0 {
+                    (0, x.seq_delta)
+                } else {
+                    (x.seq_delta.wrapping_neg(), 0)
+                }
+            }),
         }
     }
 
@@ -215,7 +224,14 @@ impl Translation {
                 family: aq.family,
             },
             sums: [0; 2],
+            seq: None,
         }
+    }
+
+    /// For a TCP packet of a SYN-proxied connection: what to add (wrapping) to its sequence
+    /// and acknowledgment numbers.
+    pub fn tcp_seq(&self) -> Option<(u32, u32)> {
+        self.seq
     }
 
     /// The packet is an ICMP error: see [`Translation::quoted_src`].

@@ -135,6 +135,12 @@ reasons! {
     SourceOverload = "source-overload",
     /// The source already has as many connections from its zone as `src_conn_max` allows.
     SourceConnLimit = "source-conn-limit",
+    /// A TCP packet to a SYN-proxied port forward that the proxy handled itself: a SYN it
+    /// answered with a cookie, the ACK completing that handshake, the server's SYN/ACK it
+    /// answered in the client's place, or anything else with no connection.
+    SynProxy = "syn-proxy",
+    /// An ACK to a SYN-proxied port forward whose SYN cookie is wrong or too old.
+    SynProxyCookie = "syn-proxy-cookie",
 }
 
 impl fmt::Display for DropReason {

@@ -123,6 +123,11 @@ pub(crate) struct NatExt {
     /// folded). Every packet of a direction changes the same fields from the same values,
     /// so a rewrite only has to write the fields and add these.
     pub sums: [[u16; 2]; 2],
+    /// With `NAT_SEQ`: what the reply side's sequence numbers are ahead of what the original
+    /// side knows them as (a SYN proxy answered the original side's SYN with its own initial
+    /// sequence number): original packets' acknowledgments are raised by it, replies'
+    /// sequence numbers lowered.
+    pub seq_delta: u32,
 }
 
 pub(crate) const NAT_SRC: u8 = 1;
@@ -131,6 +136,8 @@ pub(crate) const NAT_DST: u8 = 2;
 pub(crate) const NAT_REPORT: u8 = 4;
 /// The source mapping is endpoint-independent.
 pub(crate) const NAT_EIM: u8 = 8;
+/// Sequence numbers are translated (`seq_delta`).
+pub(crate) const NAT_SEQ: u8 = 16;
 
 impl NatExt {
     pub(crate) const NONE: NatExt = NatExt {
@@ -140,6 +147,7 @@ impl NatExt {
         dnat_port: 0,
         flags: 0,
         sums: [[0; 2]; 2],
+        seq_delta: 0,
     };
 
     /// The original direction as it arrives (before destination NAT).
@@ -469,6 +477,26 @@ impl Table {
         if let Some(chunk) = self.nat.get(c) {
             let o = id as usize & (CHUNK - 1);
             prefetch_read(chunk.as_ptr().wrapping_add(o).cast::<u8>());
+        }
+    }
+
+    /// Gives translated entry `id` a sequence offset (see `NatExt::seq_delta`).
+    pub(crate) fn set_seq_delta(&mut self, id: u32, delta: u32) -> bool {
+        if self.get(id).status & STATUS_NAT == 0 {
+            return false;
+        }
+        let c = (id >> CHUNK_SHIFT) as usize;
+        match self
+            .nat
+            .get_mut(c)
+            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
+        {
+            Some(x) => {
+                x.seq_delta = delta;
+                x.flags |= NAT_SEQ;
+                true
+            }
+            None => false,
         }
     }
 

@@ -6,6 +6,7 @@
 //! table.
 
 use core::net::IpAddr;
+use std::collections::HashMap;
 
 use keepstate_engine::{
     Admit, Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, NatRequest, Outcome,
@@ -19,6 +20,7 @@ use crate::nat::{self, Tuple5};
 use crate::reject;
 use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
 use crate::scan::{PortScans, Scan};
+use crate::synproxy::{self, Cookies, Seg};
 use crate::topology::Topology;
 use crate::translate::{self, Nat, NatStats, PortAsk};
 
@@ -80,6 +82,9 @@ pub struct Decision {
     /// NAT rewrote the packet: [`Firewall::frame`] holds it as it leaves (or the caller's
     /// buffer, for [`Firewall::process_in_place`]); [`Firewall::translated`] tells how.
     pub translated: bool,
+    /// The firewall sends a packet of its own, already translated, in [`Firewall::injected`]:
+    /// a SYN proxy's handshake with the server.
+    pub inject: bool,
 }
 
 pub struct Firewall {
@@ -98,7 +103,46 @@ pub struct Firewall {
     nat: Option<Box<Nat>>,
     /// The frame as it leaves, when NAT rewrote it.
     frame: Vec<u8>,
+    /// SYN proxy: cookies, handshakes waiting for the server's SYN/ACK, what the last packet
+    /// asked of it, and the packet the firewall sends itself.
+    cookies: Cookies,
+    proxied: HashMap<ProxyKey, Proxied>,
+    synact: Option<SynAct>,
+    synthetic: bool,
+    injected: Vec<u8>,
 }
+
+/// A proxied connection as the client addressed it: client address and port, the forward's
+/// outside address and port.
+type ProxyKey = (IpAddr, u16, IpAddr, u16);
+
+/// A handshake the SYN proxy completed with the client and opened to the server.
+#[derive(Clone, Debug)]
+struct Proxied {
+    /// The proxy's initial sequence number (the cookie) and the client's.
+    cookie: u32,
+    client_isn: u32,
+    window: u16,
+    /// How the client's packets arrived: link header and ingress, for the ACK the proxy
+    /// sends in its place.
+    link: Vec<u8>,
+    link_type: LinkType,
+    ingress: Ingress,
+    since: Time,
+    by: Option<Decider>,
+}
+
+/// What the SYN proxy does with the packet being judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SynAct {
+    /// Answer the client's SYN with a cookie.
+    Answer,
+    /// The client's ACK: check its cookie, and if good open the connection to the server.
+    Check,
+}
+
+/// Handshakes the proxy waits on at most; past that the oldest are given up.
+const PROXY_PENDING: usize = 65_536;
 
 impl Firewall {
     /// Builds the firewall. `base` supplies what the policy file does not set (hash key,
@@ -145,6 +189,11 @@ impl Firewall {
             reply: Vec::new(),
             nat: None,
             frame: Vec::new(),
+            cookies: Cookies::new(key),
+            proxied: HashMap::new(),
+            synact: None,
+            synthetic: false,
+            injected: Vec::new(),
         };
         fw.nat = nat;
         fw
@@ -183,6 +232,12 @@ impl Firewall {
     /// The last packet as it leaves, valid while the last [`Decision`] has `translated` set.
     pub fn frame(&self) -> &[u8] {
         &self.frame
+    }
+
+    /// The packet the firewall itself sends (a whole frame, link header as the packet it
+    /// answers had), valid while the last [`Decision`] has `inject` set.
+    pub fn injected(&self) -> &[u8] {
+        &self.injected
     }
 
     /// How NAT changed the last packet, valid while the last [`Decision`] has `translated`
@@ -244,7 +299,151 @@ impl Firewall {
             self.translate(&mut d, p, &mut frame);
             self.frame = frame;
         }
+        if !self.policy.port_forwards.is_empty() && (self.synact.is_some() || d.translated) {
+            self.synproxy(&mut d, now, link, data, ingress);
+        }
         d
+    }
+
+    /// The SYN proxy's part once a packet is judged (see [`crate::synproxy`]): answer a SYN
+    /// with a cookie; on a good cookie, open the connection to the server; on the server's
+    /// SYN/ACK, complete its handshake in the client's place. `data` is the frame (its
+    /// sequence numbers are untouched by translation until the proxy sets an offset).
+    fn synproxy(
+        &mut self,
+        d: &mut Decision,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        ingress: Ingress,
+    ) {
+        let act = self.synact.take();
+        let at = usize::from(d.outcome.meta.link.ip_offset);
+        let (Some(head), Some(ip)) = (data.get(..at), data.get(at..)) else {
+            return;
+        };
+        let seg = Seg::read(ip);
+        match (act, seg) {
+            (Some(SynAct::Answer), Some(syn)) => {
+                let cookie = self.cookies.make(&syn, now);
+                let answer = Seg {
+                    src: syn.dst,
+                    dst: syn.src,
+                    sport: syn.dport,
+                    dport: syn.sport,
+                    seq: cookie,
+                    ack: syn.seq.wrapping_add(1),
+                    flags: 0x12,
+                    window: synproxy::WINDOW,
+                    mss: Some(self.cookies.mss_of(cookie)),
+                };
+                self.reply.clear();
+                d.reply = answer.write(&mut self.reply);
+                d.outcome.reason = Some(DropReason::SynProxy);
+            }
+            (Some(SynAct::Check), Some(ack)) => {
+                let Some(mss) = self.cookies.check(&ack, now) else {
+                    d.outcome.reason = Some(DropReason::SynProxyCookie);
+                    return;
+                };
+                d.outcome.reason = Some(DropReason::SynProxy);
+                let key = (ack.src, ack.sport, ack.dst, ack.dport);
+                if self.proxied.len() >= PROXY_PENDING {
+                    // Handshakes the server never answered: give up the oldest half.
+                    let mut since: Vec<Time> = self.proxied.values().map(|p| p.since).collect();
+                    since.sort_unstable();
+                    let cut = since.get(since.len() / 2).copied().unwrap_or(now);
+                    self.proxied.retain(|_, p| p.since > cut);
+                }
+                self.proxied.insert(
+                    key,
+                    Proxied {
+                        cookie: ack.ack.wrapping_sub(1),
+                        client_isn: ack.seq.wrapping_sub(1),
+                        window: ack.window,
+                        link: head.to_vec(),
+                        link_type: link,
+                        ingress,
+                        since: now,
+                        by: d.by,
+                    },
+                );
+                // The client's SYN, as it would have come, opens the connection to the server.
+                let syn = Seg {
+                    seq: ack.seq.wrapping_sub(1),
+                    ack: 0,
+                    flags: 0x02,
+                    mss: Some(mss),
+                    ..ack
+                };
+                let mut buf = head.to_vec();
+                if syn.write(&mut buf) && self.inject(now, link, &mut buf, ingress) {
+                    d.inject = true;
+                } else {
+                    self.proxied.remove(&key);
+                }
+            }
+            (None, Some(synack)) if synack.is_syn_ack() => {
+                if self.proxied.is_empty()
+                    || d.verdict != Verdict::Accept
+                    || d.outcome.dir != Some(keepstate_engine::Direction::Reply)
+                {
+                    return;
+                }
+                let Some((_, leaves)) = self.translated() else {
+                    return;
+                };
+                let key = (leaves.dst, leaves.dport, leaves.src, leaves.sport);
+                let Some(p) = self.proxied.remove(&key) else {
+                    return;
+                };
+                if !self
+                    .engine
+                    .set_seq_offset(synack.seq.wrapping_sub(p.cookie))
+                {
+                    return;
+                }
+                // The client finished its handshake with the proxy: this goes no further,
+                // and the proxy acknowledges it in the client's place.
+                d.verdict = Verdict::Drop;
+                d.outcome.verdict = EngineVerdict::Drop;
+                d.outcome.reason = Some(DropReason::SynProxy);
+                d.by = p.by;
+                d.translated = false;
+                self.stats.accepted -= 1;
+                self.stats.dropped += 1;
+                let ack = Seg {
+                    src: key.0,
+                    dst: key.2,
+                    sport: key.1,
+                    dport: key.3,
+                    seq: p.client_isn.wrapping_add(1),
+                    ack: p.cookie.wrapping_add(1),
+                    flags: synproxy::TCP_ACK,
+                    window: p.window,
+                    mss: None,
+                };
+                let mut buf = p.link.clone();
+                if ack.write(&mut buf) && self.inject(now, p.link_type, &mut buf, p.ingress) {
+                    d.inject = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs a packet the firewall makes itself through it, as arriving on `ingress`; when
+    /// accepted it is in `buf` as it leaves and becomes [`Firewall::injected`].
+    fn inject(&mut self, now: Time, link: LinkType, buf: &mut Vec<u8>, ingress: Ingress) -> bool {
+        self.synthetic = true;
+        let len = buf.len();
+        let d = self.process_in_place(now, link, buf, len, ingress);
+        self.synthetic = false;
+        if d.verdict != Verdict::Accept {
+            return false;
+        }
+        self.injected = core::mem::take(buf);
+        true
     }
 
     /// [`Firewall::process`] for a frame the caller owns, as a dataplane does: a translated
@@ -260,8 +459,12 @@ impl Firewall {
         ingress: Ingress,
     ) -> Decision {
         let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
+        let translated = pending.is_some();
         if let Some(p) = pending {
             self.translate(&mut d, p, data);
+        }
+        if !self.policy.port_forwards.is_empty() && (self.synact.is_some() || translated) {
+            self.synproxy(&mut d, now, link, data, ingress);
         }
         d
     }
@@ -320,11 +523,14 @@ impl Firewall {
                 )
                 .is_ok()
             } else {
-                match t.ipv4() {
+                let moved = match t.ipv4() {
                     Some(rw) => nat::rewrite_ipv4(ip, &rw),
                     None => nat::rewrite_octets(ip, t.src_octets(), t.dst_octets()),
+                };
+                match (moved, t.tcp_seq()) {
+                    (Ok(()), Some((seq, ack))) => nat::rewrite_tcp_seq(ip, seq, ack).is_ok(),
+                    (r, _) => r.is_ok(),
                 }
-                .is_ok()
             }
         });
         if !ok {
@@ -371,6 +577,8 @@ impl Firewall {
             overload: &mut self.overload,
             conns: &mut self.conns,
             arrival_zone: None,
+            synthetic: self.synthetic,
+            synact: None,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
@@ -398,10 +606,12 @@ impl Firewall {
             scan: None,
             reply: false,
             translated: false,
+            inject: false,
         };
         let notrack = ctx.notrack;
         let mut judged = ctx.judged;
         let spoofed = ctx.spoofed;
+        let synact = ctx.synact;
         let outcome = &mut d.outcome;
         if let Some((reason, _)) = spoofed {
             outcome.reason = Some(reason);
@@ -428,6 +638,7 @@ impl Firewall {
                 };
             }
         }
+        self.synact = synact;
         if notrack.is_some() {
             self.stats.notracked += 1;
         }
@@ -524,6 +735,7 @@ fn policy_reason(j: Judgement) -> DropReason {
         (Decider::IcmpFlood(_), _) => DropReason::IcmpFlood,
         (Decider::Overload(_), _) => DropReason::SourceOverload,
         (Decider::ConnLimit(_), _) => DropReason::SourceConnLimit,
+        (Decider::SynProxy(_), _) => DropReason::SynProxy,
         (Decider::ZonePolicy { .. }, _) => DropReason::ZonePolicy,
         (Decider::NoZone, _) => DropReason::NoZone,
         (_, Verdict::Reject(_)) => DropReason::RuleReject,
@@ -568,6 +780,10 @@ struct Ctx<'a, 'n> {
     conns: &'a mut SourceConns,
     /// The zone a new connection's first packet arrived from, once the filter knows it.
     arrival_zone: Option<ZoneId>,
+    /// The packet is the firewall's own (a SYN proxy's): no proxy for it.
+    synthetic: bool,
+    /// What the SYN proxy is to do with the packet.
+    synact: Option<SynAct>,
     drop_invalid: bool,
     accept_established: bool,
     has_notrack: bool,
@@ -644,6 +860,43 @@ impl Ctx<'_, '_> {
         } else {
             EngineVerdict::Drop
         }
+    }
+
+    /// A TCP packet with no connection, to a port forward with `synproxy`: the proxy handles
+    /// it (a SYN is answered with a cookie, an ACK's cookie checked) and it goes no further.
+    fn synproxy_check(&mut self, out: &Outcome, v: &View) -> Option<Judgement> {
+        if self.synthetic
+            || v.proto != keepstate_engine::wire::PROTO_TCP
+            || out.dnat
+            || !matches!(out.state, CtState::New | CtState::Invalid)
+            || self.policy.port_forwards.iter().all(|p| !p.synproxy)
+        {
+            return None;
+        }
+        let (i, _, hairpin) = translate::port_forward(
+            self.policy,
+            self.topo,
+            v.in_zone?,
+            v.proto,
+            v.src,
+            v.dst,
+            v.dport?,
+        )?;
+        if hairpin.is_some() || !self.policy.port_forwards.get(i)?.synproxy {
+            return None;
+        }
+        let flags = v.tcp_flags?;
+        self.synact = match flags & 0x17 {
+            0x02 => Some(SynAct::Answer),
+            0x10 => Some(SynAct::Check),
+            _ => None,
+        };
+        Some(Judgement {
+            verdict: Verdict::Drop,
+            by: Decider::SynProxy(u32::try_from(i).ok()?),
+            log: None,
+            reply: false,
+        })
     }
 
     /// The flood defences for a new connection, before any rule (fw4's syn_flood chain, pf's
@@ -915,6 +1168,15 @@ impl Hooks for Ctx<'_, '_> {
             }
             return EngineVerdict::Accept;
         };
+        if let Some(j) = self.synproxy_check(out, &v) {
+            self.judged = Some(Judged {
+                judgement: j,
+                chain: Some(place.chain),
+                in_iface: place.in_iface,
+                out_iface: place.out_iface,
+            });
+            return EngineVerdict::Drop;
+        }
         let opening = out.state == CtState::New && self.nat.is_some();
         let mut judgement = None;
         if opening && out.dnat {

@@ -15,5 +15,6 @@ pub mod prefix;
 pub mod reject;
 pub mod ruleset;
 pub mod scan;
+mod synproxy;
 pub mod topology;
 mod translate;

@@ -370,6 +370,10 @@ pub struct PortForward {
     pub src_addr: AddrMatch,
     /// NAT reflection: LAN hosts using the external address reach the internal host.
     pub reflection: bool,
+    /// TCP handshakes from outside are completed by the firewall first, with SYN cookies,
+    /// and only then opened to the server (nftables' `synproxy`): a SYN flood reaches
+    /// neither the server nor the state table.
+    pub synproxy: bool,
     pub span: Span,
 }
 

@@ -1233,3 +1233,212 @@ fn fragmented_udp_passes_masquerade_and_the_rules() {
     let d = r.wan(&udp4_fragment(WEB, WAN_ADDR, 50, false, &[0; 64]));
     assert!(!accepted(&d));
 }
+
+/// The TCP fields of a frame: (src, dst, sport, dport, seq, ack, flags), after checking its
+/// IPv4 header and TCP checksums with etherparse.
+fn tcp_of(frame: &[u8]) -> (IpAddr, IpAddr, u16, u16, u32, u32, u8) {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        panic!("expected IPv4")
+    };
+    let h = ip.header().to_header();
+    assert_eq!(h.header_checksum, h.calc_header_checksum());
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!("expected TCP")
+    };
+    let th = t.to_header();
+    let want = th.calc_checksum_ipv4(&h, t.payload()).unwrap();
+    assert_eq!(th.checksum, want, "TCP checksum");
+    let flags = u8::from(th.fin)
+        | u8::from(th.syn) << 1
+        | u8::from(th.rst) << 2
+        | u8::from(th.psh) << 3
+        | u8::from(th.ack) << 4;
+    (
+        IpAddr::from(h.source),
+        IpAddr::from(h.destination),
+        th.source_port,
+        th.destination_port,
+        th.sequence_number,
+        th.acknowledgment_number,
+        flags,
+    )
+}
+
+fn tcp4_data(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64_240)
+        .ack(ack)
+        .psh()
+        .write(&mut out, data)
+        .unwrap();
+    out
+}
+
+#[test]
+fn syn_proxy_completes_handshakes_itself_and_translates_sequence_numbers() {
+    let text = home_router_text()
+        + r#"
+[[port_forward]]
+name = "web"
+src = "wan"
+proto = "tcp"
+external_port = 8080
+internal_ip = "192.168.1.10"
+internal_port = 80
+synproxy = true
+"#;
+    let mut r = rig(&text);
+    let client = [198, 51, 100, 7];
+    let server = [192, 168, 1, 10];
+    let (c, s, w) = (
+        IpAddr::from(client),
+        IpAddr::from(server),
+        IpAddr::from(WAN_ADDR),
+    );
+    // 1. The client's SYN is answered by the firewall with a cookie; nothing is tracked.
+    let d = r.wan(&tcp4(client, WAN_ADDR, 40_000, 8080, 1_000, None, true));
+    assert!(!accepted(&d));
+    assert_eq!(reason(&d), Some("syn-proxy"));
+    assert_eq!(r.fw.describe(d.by.unwrap()), "synproxy web");
+    assert!(d.reply);
+    assert_eq!(r.fw.engine().len(), 0);
+    // The answer is an IP packet: give it an Ethernet header to read it back.
+    let mut answer = vec![0u8; 12];
+    answer.extend_from_slice(&[0x08, 0x00]);
+    answer.extend_from_slice(r.fw.reply());
+    let (src, dst, sport, dport, cookie, ack, flags) = tcp_of(&answer);
+    assert_eq!(
+        (src, dst, sport, dport, ack, flags),
+        (w, c, 8080, 40_000, 1_001, 0x12)
+    );
+    // 2. A wrong cookie opens nothing.
+    let d = r.wan(&tcp4(
+        client,
+        WAN_ADDR,
+        40_000,
+        8080,
+        1_001,
+        Some(cookie ^ 0x100),
+        false,
+    ));
+    assert_eq!(reason(&d), Some("syn-proxy-cookie"));
+    assert!(!d.inject);
+    assert_eq!(r.fw.engine().len(), 0);
+    // 3. The right one: the firewall opens the connection to the server with the
+    //    client's own initial sequence number.
+    let d = r.wan(&tcp4(
+        client,
+        WAN_ADDR,
+        40_000,
+        8080,
+        1_001,
+        Some(cookie.wrapping_add(1)),
+        false,
+    ));
+    assert!(!accepted(&d), "the ACK itself goes no further");
+    assert!(d.inject, "{d:?}");
+    let (src, dst, sport, dport, seq, _, flags) = tcp_of(r.fw.injected());
+    assert_eq!(
+        (src, dst, sport, dport, seq, flags),
+        (c, s, 40_000, 80, 1_000, 0x02)
+    );
+    assert_eq!(r.fw.engine().len(), 1);
+    // 4. The server's SYN/ACK is answered in the client's place and not passed on.
+    let server_isn = 7_000_000u32;
+    let d = r.lan(&tcp4(
+        server,
+        client,
+        80,
+        40_000,
+        server_isn,
+        Some(1_001),
+        true,
+    ));
+    assert!(!accepted(&d), "{d:?}");
+    assert_eq!(reason(&d), Some("syn-proxy"));
+    assert!(d.inject);
+    let (src, dst, sport, dport, seq, ack, flags) = tcp_of(r.fw.injected());
+    assert_eq!(
+        (src, dst, sport, dport, seq, ack, flags),
+        (c, s, 40_000, 80, 1_001, server_isn.wrapping_add(1), 0x10)
+    );
+    // 5. Data both ways: the client's acknowledgments move into the server's sequence space
+    //    and the server's sequence numbers into the client's; checksums stay right.
+    let d = r.wan(&tcp4_data(
+        client,
+        WAN_ADDR,
+        40_000,
+        8080,
+        1_001,
+        cookie.wrapping_add(1),
+        b"GET /",
+    ));
+    assert!(accepted(&d), "{d:?}");
+    assert_eq!(d.outcome.state, CtState::Established);
+    let (src, dst, _, dport, seq, ack, _) = tcp_of(r.fw.frame());
+    assert_eq!(
+        (src, dst, dport, seq, ack),
+        (c, s, 80, 1_001, server_isn.wrapping_add(1))
+    );
+    let d = r.lan(&tcp4_data(
+        server,
+        client,
+        80,
+        40_000,
+        server_isn.wrapping_add(1),
+        1_006,
+        b"200 OK",
+    ));
+    assert!(accepted(&d), "{d:?}");
+    let (src, dst, sport, _, seq, ack, _) = tcp_of(r.fw.frame());
+    assert_eq!(
+        (src, dst, sport, seq, ack),
+        (w, c, 8080, cookie.wrapping_add(1), 1_006)
+    );
+    let conn = r.fw.connections();
+    assert_eq!(conn.len(), 1);
+    assert_eq!(
+        conn[0].tcp_state,
+        Some(keepstate_engine::TcpState::Established)
+    );
+}
+
+#[test]
+fn syn_proxy_keeps_a_syn_flood_out_of_the_table() {
+    let text = home_router_text()
+        + r#"
+[[port_forward]]
+src = "wan"
+proto = "tcp"
+external_port = 443
+internal_ip = "192.168.1.10"
+synproxy = true
+"#;
+    let mut r = rig(&text);
+    for i in 0..5_000u32 {
+        let src = [100, 64 + (i >> 16) as u8, (i >> 8) as u8, i as u8];
+        let d = r.wan(&tcp4(
+            src,
+            WAN_ADDR,
+            1024 + (i % 60_000) as u16,
+            443,
+            i,
+            None,
+            true,
+        ));
+        assert!(d.reply && !accepted(&d));
+    }
+    assert_eq!(r.fw.engine().len(), 0);
+    assert_eq!(r.fw.engine().stats().created, 0);
+}

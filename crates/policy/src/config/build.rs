@@ -145,6 +145,7 @@ const PORT_FORWARD_FIELDS: &[&str] = &[
     "internal_port",
     "src_ip",
     "reflection",
+    "synproxy",
 ];
 
 /// fw4 and nftables spellings users bring along, and where those fields live here.
@@ -1928,6 +1929,13 @@ fn port_forward(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Op
         None => AddrMatch::default(),
     };
     let reflection = bool_field(cx, sec, "reflection").unwrap_or(true);
+    let synproxy = bool_field(cx, sec, "synproxy").unwrap_or(false);
+    if synproxy && !proto.contains(&keepstate_engine::wire::PROTO_TCP) {
+        cx.warn(
+            sec.key_at("synproxy"),
+            "`synproxy` has no effect: the forward is not for TCP",
+        );
+    }
 
     if let (Some(i), Some(e)) = (internal_addr, external_addr) {
         if i.is_ipv4() != e.is_ipv4() {
@@ -1973,6 +1981,7 @@ fn port_forward(cx: &mut Cx, sec: Section, refs: &Refs, names: &mut Names) -> Op
         internal_port,
         src_addr,
         reflection,
+        synproxy,
         span: cx.span(sec.at),
     })
 }

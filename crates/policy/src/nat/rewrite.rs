@@ -662,6 +662,38 @@ fn plain_v4<const N: usize, const CK: usize>(
     }
 }
 
+/// Adds `seq_add` to a TCP segment's sequence number and `ack_add` to its acknowledgment
+/// number (wrapping), with the checksum updated: a SYN proxy's connections carry the
+/// proxy's initial sequence number on one side and the server's on the other. The ACK
+/// field is changed only when the segment has the ACK flag. Anything but a TCP segment
+/// with its header (a non-first fragment, say) is left alone.
+pub fn rewrite_tcp_seq(ip: &mut [u8], seq_add: u32, ack_add: u32) -> Result<(), NatSkip> {
+    let l = parse_ip(ip, false)?;
+    if l.proto != PROTO_TCP {
+        return Ok(());
+    }
+    let Some(off) = l.l4 else {
+        return Ok(());
+    };
+    if off + TCP_HEADER_LEN > l.end {
+        return Err(NatSkip::Truncated);
+    }
+    let word = |b: &[u8], i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let Some(h) = ip.get(off..off + TCP_HEADER_LEN) else {
+        return Err(NatSkip::Truncated);
+    };
+    let (seq, ack, flags) = (word(h, 4), word(h, 8), h[13]);
+    let mut d = 0;
+    if seq_add != 0 {
+        d += replace(ip, off + 4, &seq.wrapping_add(seq_add).to_be_bytes());
+    }
+    if ack_add != 0 && flags & 0x10 != 0 {
+        d += replace(ip, off + 8, &ack.wrapping_add(ack_add).to_be_bytes());
+    }
+    adjust(ip, Some(off + TCP_CHECKSUM_END - 2), d, false);
+    Ok(())
+}
+
 /// Rewrites an ICMP or ICMPv6 error travelling back through NAT (netfilter's
 /// `nf_nat_icmp_reply_translation`): the outer destination becomes `outer_dst`, and the
 /// quoted packet's source and destination become `inner_src` and `inner_dst`.

@@ -138,6 +138,8 @@ pub enum Decider {
     /// The source has as many connections open from the zone as `src_conn_max` allows
     /// (`source-conn-limit`).
     ConnLimit(ZoneId),
+    /// A port forward's SYN proxy handled the packet (index into `policy.port_forwards`).
+    SynProxy(u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -500,6 +502,13 @@ impl Ruleset {
             Decider::IcmpFlood(z) => format!("zone {} icmp limit", zone(z)),
             Decider::Overload(z) => format!("zone {} overload", zone(z)),
             Decider::ConnLimit(z) => format!("zone {} src_conn_max", zone(z)),
+            Decider::SynProxy(i) => {
+                let pf = usize::try_from(i).ok().and_then(|i| p.port_forwards.get(i));
+                match pf.and_then(|f| f.name.as_deref()) {
+                    Some(n) => format!("synproxy {n}"),
+                    None => format!("synproxy #{}", u64::from(i) + 1),
+                }
+            }
         }
     }
 

@@ -113,6 +113,9 @@ fn summary_into(out: &mut String, p: &Policy) -> std::fmt::Result {
             // On is the default; say so only when it is off.
             write!(line, "  antispoof off")?;
         }
+        if z.drop_bogons {
+            write!(line, "  drop_bogons")?;
+        }
         for (name, l) in [
             ("syn_limit", &z.syn_limit),
             ("udp_limit", &z.udp_limit),

@@ -123,6 +123,9 @@ reasons! {
     /// A source address no network hands out (unspecified, loopback, multicast, broadcast,
     /// reserved), arriving on a zone with `antispoof`.
     MartianSource = "martian-source",
+    /// A source in private, shared, documentation or other special-purpose space, arriving
+    /// on a zone with `drop_bogons`.
+    BogonSource = "bogon-source",
     /// A new TCP connection over its zone's SYN rate (`synflood_protect` for connections to
     /// the firewall itself, the zone's `syn_limit` for forwarded ones).
     SynFlood = "syn-flood",

@@ -113,6 +113,7 @@ fn zone(name: &str, input: PolicyAction, forward: PolicyAction) -> Zone {
         masquerade: false,
         mapping: Mapping::default(),
         antispoof: true,
+        drop_bogons: false,
         syn_limit: None,
         udp_limit: None,
         icmp_limit: None,

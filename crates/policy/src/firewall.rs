@@ -582,7 +582,11 @@ impl Firewall {
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
-            antispoof: self.policy.zones.iter().any(|z| z.antispoof),
+            antispoof: self
+                .policy
+                .zones
+                .iter()
+                .any(|z| z.antispoof || z.drop_bogons),
             ingress,
             now,
             notrack: None,
@@ -949,7 +953,11 @@ impl Ctx<'_, '_> {
             _ => return None,
         };
         let zone = self.topo.zone_of(iface);
-        if !self.policy.zones.get(usize::from(zone))?.antispoof {
+        let z = self.policy.zones.get(usize::from(zone))?;
+        if z.drop_bogons && antispoof::is_bogon(src) {
+            return Some((DropReason::BogonSource, zone));
+        }
+        if !z.antispoof {
             return None;
         }
         match antispoof::classify(src, m) {

@@ -153,6 +153,10 @@ pub struct Zone {
     /// interface, is one of the firewall's own, or is a martian (strict reverse-path check,
     /// like pf's `antispoof` and Linux's `rp_filter`).
     pub antispoof: bool,
+    /// Also drop packets arriving here from bogon sources (private, shared, documentation
+    /// and other special-purpose space): for a zone facing the internet directly. Off by
+    /// default, as a WAN behind another router legitimately sees private addresses.
+    pub drop_bogons: bool,
     /// Rate-limit new TCP connections forwarded from this zone (to port-forwarded servers,
     /// say): one bucket for the zone.
     pub syn_limit: Option<Limit>,

@@ -1442,3 +1442,25 @@ synproxy = true
     assert_eq!(r.fw.engine().len(), 0);
     assert_eq!(r.fw.engine().stats().created, 0);
 }
+
+#[test]
+fn drop_bogons_refuses_special_purpose_sources_from_the_internet() {
+    let text =
+        home_router_text().replace("antispoof = true", "antispoof = true\ndrop_bogons = true");
+    let mut r = rig(&text);
+    for src in [
+        [10, 1, 2, 3],
+        [172, 16, 0, 9],
+        [100, 64, 1, 1],
+        [192, 0, 2, 55],
+    ] {
+        let d = r.wan(&tcp4(src, WAN_ADDR, 40_000, 22, 1, None, true));
+        assert_eq!(reason(&d), Some("bogon-source"), "{src:?}");
+    }
+    // An ordinary internet address meets the policy as usual.
+    let d = r.wan(&tcp4([8, 8, 8, 8], WAN_ADDR, 40_000, 22, 1, None, true));
+    assert_eq!(reason(&d), Some("zone-policy"));
+    // The LAN zone does not drop bogons: its hosts have private addresses.
+    let d = r.lan(&tcp4(LAN_HOST, [8, 8, 8, 8], 40_000, 443, 1, None, true));
+    assert!(accepted(&d), "{d:?}");
+}

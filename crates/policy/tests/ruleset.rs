@@ -39,6 +39,7 @@ fn zone(name: &str, input: PolicyAction, output: PolicyAction, forward: PolicyAc
         masquerade: false,
         mapping: Mapping::default(),
         antispoof: true,
+        drop_bogons: false,
         syn_limit: None,
         udp_limit: None,
         icmp_limit: None,

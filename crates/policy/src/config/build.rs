@@ -91,6 +91,7 @@ const ZONE_FIELDS: &[&str] = &[
     "masquerade",
     "mapping",
     "antispoof",
+    "drop_bogons",
     "syn_limit",
     "udp_limit",
     "icmp_limit",
@@ -987,6 +988,7 @@ fn zone(
     let forward = policy_action(cx, sec, "forward").unwrap_or(fallback.forward);
     let masquerade = bool_field(cx, sec, "masquerade").unwrap_or(false);
     let antispoof = bool_field(cx, sec, "antispoof").unwrap_or(true);
+    let drop_bogons = bool_field(cx, sec, "drop_bogons").unwrap_or(false);
     let syn_limit = limit_field(cx, sec, "syn_limit");
     let udp_limit = limit_field(cx, sec, "udp_limit");
     let icmp_limit = limit_field(cx, sec, "icmp_limit");
@@ -1043,6 +1045,7 @@ fn zone(
             masquerade,
             mapping,
             antispoof,
+            drop_bogons,
             syn_limit,
             udp_limit,
             icmp_limit,

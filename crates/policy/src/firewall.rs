@@ -843,6 +843,21 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Records a decision taken with the packet's place known.
+    fn decide_at(&mut self, judgement: Judgement, place: &Place) -> EngineVerdict {
+        self.judged = Some(Judged {
+            judgement,
+            chain: Some(place.chain),
+            in_iface: place.in_iface,
+            out_iface: place.out_iface,
+        });
+        if judgement.verdict == Verdict::Accept {
+            EngineVerdict::Accept
+        } else {
+            EngineVerdict::Drop
+        }
+    }
+
     /// Records a decision taken before zones and routes are worked out.
     fn decide_early(&mut self, verdict: Verdict, by: Decider) -> EngineVerdict {
         self.judged = Some(Judged {
@@ -1177,13 +1192,7 @@ impl Hooks for Ctx<'_, '_> {
             return EngineVerdict::Accept;
         };
         if let Some(j) = self.synproxy_check(out, &v) {
-            self.judged = Some(Judged {
-                judgement: j,
-                chain: Some(place.chain),
-                in_iface: place.in_iface,
-                out_iface: place.out_iface,
-            });
-            return EngineVerdict::Drop;
+            return self.decide_at(j, &place);
         }
         let opening = out.state == CtState::New && self.nat.is_some();
         let mut judgement = None;
@@ -1202,30 +1211,14 @@ impl Hooks for Ctx<'_, '_> {
         if out.state == CtState::New {
             self.arrival_zone = v.in_zone;
             if let Some(j) = self.flood_check(&v, out.meta.icmp_id.is_some()) {
-                self.judged = Some(Judged {
-                    judgement: j,
-                    chain: Some(place.chain),
-                    in_iface: place.in_iface,
-                    out_iface: place.out_iface,
-                });
-                return EngineVerdict::Drop;
+                return self.decide_at(j, &place);
             }
         }
         let judgement = judgement.unwrap_or_else(|| self.rules.evaluate(&v));
         if opening && judgement.verdict == Verdict::Accept && place.chain == Chain::Forward {
             self.plan_snat(&v, out.meta.icmp_id, place.out_iface);
         }
-        self.judged = Some(Judged {
-            judgement,
-            chain: Some(place.chain),
-            in_iface: place.in_iface,
-            out_iface: place.out_iface,
-        });
-        if judgement.verdict == Verdict::Accept {
-            EngineVerdict::Accept
-        } else {
-            EngineVerdict::Drop
-        }
+        self.decide_at(judgement, &place)
     }
 
     fn admit(&mut self, out: &Outcome) -> Admit {

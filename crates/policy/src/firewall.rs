@@ -110,6 +110,8 @@ pub struct Firewall {
     synact: Option<SynAct>,
     synthetic: bool,
     injected: Vec<u8>,
+    /// Some zone checks sources (`antispoof`, `drop_bogons`).
+    checks_source: bool,
 }
 
 /// A proxied connection as the client addressed it: client address and port, the forward's
@@ -194,7 +196,9 @@ impl Firewall {
             synact: None,
             synthetic: false,
             injected: Vec::new(),
+            checks_source: false,
         };
+        fw.checks_source = fw.policy.zones.iter().any(|z| z.antispoof || z.drop_bogons);
         fw.nat = nat;
         fw
     }
@@ -498,8 +502,10 @@ impl Firewall {
         let d = self.judge(now, link, data, wire_len, ingress, nc.as_mut());
         let pending = nc.map(|nc| Pending {
             created,
-            plan: nc.plan,
-            ask: nc.ask,
+            opened: match (nc.ask, nc.plan.and_then(|p| p.snat)) {
+                (Some(a), Some(s)) => Some((a, s.endpoint_independent)),
+                _ => None,
+            },
         });
         self.nat = nat;
         let translate = d.verdict == Verdict::Accept && self.engine.translation().is_some();
@@ -545,11 +551,10 @@ impl Firewall {
         }
         nat.rewritten += 1;
         d.translated = true;
-        if nat.books && self.engine.nat_counters().created > p.created {
-            if let (Some(a), Some(s)) = (p.ask, p.plan.and_then(|p| p.snat)) {
+        if let Some((a, eim)) = p.opened {
+            if self.engine.nat_counters().created > p.created {
                 let leaves = t.leaves();
-                let out = (leaves.src, leaves.sport);
-                nat.opened(a.proto, a.inside, out, s.endpoint_independent);
+                nat.opened(a.proto, a.inside, (leaves.src, leaves.sport), eim);
             }
         }
     }
@@ -582,11 +587,9 @@ impl Firewall {
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
             has_notrack: !self.policy.notrack.is_empty(),
-            antispoof: self
-                .policy
-                .zones
-                .iter()
-                .any(|z| z.antispoof || z.drop_bogons),
+            // Only a packet whose arrival is known can be checked.
+            antispoof: self.checks_source
+                && matches!(ingress, Ingress::Arrived(_) | Ingress::Seen(_)),
             ingress,
             now,
             notrack: None,
@@ -760,8 +763,9 @@ struct Judged {
 struct Pending {
     /// The engine's count of translated connections before the packet.
     created: u64,
-    plan: Option<NatRequest>,
-    ask: Option<PortAsk>,
+    /// With endpoint-independent bookkeeping on: the new connection's source NAT asked, and
+    /// whether its mapping is endpoint-independent.
+    opened: Option<(PortAsk, bool)>,
 }
 
 /// NAT's part in judging one packet.

@@ -1464,3 +1464,124 @@ fn drop_bogons_refuses_special_purpose_sources_from_the_internet() {
     let d = r.lan(&tcp4(LAN_HOST, [8, 8, 8, 8], 40_000, 443, 1, None, true));
     assert!(accepted(&d), "{d:?}");
 }
+
+fn tcp6_seg(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: Option<u32>,
+    syn: bool,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .tcp(sport, dport, seq, 64_240);
+    if syn {
+        b = b.syn();
+    }
+    if let Some(a) = ack {
+        b = b.ack(a);
+    }
+    let mut out = Vec::new();
+    b.write(&mut out, data).unwrap();
+    out
+}
+
+/// The TCP fields of an IPv6 frame, checksum verified by etherparse.
+fn tcp6_of(frame: &[u8]) -> (IpAddr, IpAddr, u16, u16, u32, u32) {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else {
+        panic!("expected IPv6")
+    };
+    let (s, d) = (ip.header().source(), ip.header().destination());
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!("expected TCP")
+    };
+    let th = t.to_header();
+    let want = th
+        .calc_checksum_ipv6(&ip.header().to_header(), t.payload())
+        .unwrap();
+    assert_eq!(th.checksum, want, "TCP checksum");
+    (
+        IpAddr::from(s),
+        IpAddr::from(d),
+        th.source_port,
+        th.destination_port,
+        th.sequence_number,
+        th.acknowledgment_number,
+    )
+}
+
+#[test]
+fn syn_proxy_over_ipv6() {
+    let wan6: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0xff, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+    ];
+    let server6: [u8; 16] = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let text = home_router_text()
+        + r#"
+[[port_forward]]
+src = "wan"
+proto = "tcp"
+external_ip = "2001:db8:fffe::2"
+external_port = 8443
+internal_ip = "2001:db8:1::10"
+internal_port = 443
+synproxy = true
+"#;
+    let mut r = rig(&text);
+    let d = r.wan(&tcp6_seg(WEB6, wan6, 50_000, 8443, 77, None, true, &[]));
+    assert!(d.reply, "{d:?}");
+    let mut answer = vec![0u8; 12];
+    answer.extend_from_slice(&[0x86, 0xdd]);
+    answer.extend_from_slice(r.fw.reply());
+    let (_, _, _, _, cookie, ack) = tcp6_of(&answer);
+    assert_eq!(ack, 78);
+    let d = r.wan(&tcp6_seg(
+        WEB6,
+        wan6,
+        50_000,
+        8443,
+        78,
+        Some(cookie.wrapping_add(1)),
+        false,
+        &[],
+    ));
+    assert!(d.inject, "{d:?}");
+    let (src, dst, _, dport, seq, _) = tcp6_of(r.fw.injected());
+    assert_eq!(
+        (src, dst, dport, seq),
+        (IpAddr::from(WEB6), IpAddr::from(server6), 443, 77)
+    );
+    let d = r.lan(&tcp6_seg(
+        server6,
+        WEB6,
+        443,
+        50_000,
+        900_000,
+        Some(78),
+        true,
+        &[],
+    ));
+    assert!(d.inject && !accepted(&d), "{d:?}");
+    let d = r.lan(&tcp6_seg(
+        server6,
+        WEB6,
+        443,
+        50_000,
+        900_001,
+        Some(78),
+        false,
+        b"hello",
+    ));
+    assert!(accepted(&d), "{d:?}");
+    let (src, _, sport, _, seq, _) = tcp6_of(r.fw.frame());
+    assert_eq!(
+        (src, sport, seq),
+        (IpAddr::from(wan6), 8443, cookie.wrapping_add(1))
+    );
+}

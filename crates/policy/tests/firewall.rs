@@ -1465,6 +1465,7 @@ fn drop_bogons_refuses_special_purpose_sources_from_the_internet() {
     assert!(accepted(&d), "{d:?}");
 }
 
+#[allow(clippy::too_many_arguments)]
 fn tcp6_seg(
     src: [u8; 16],
     dst: [u8; 16],

@@ -836,6 +836,19 @@ fn home_router_text() -> String {
     .unwrap()
 }
 
+/// The home-router example with `wan` lines added to the wan zone and, with `forward`, the
+/// "web" port forward (WAN 8080 to 192.168.1.10:80) carrying `forward`'s extra lines.
+fn home_with(wan: &str, forward: Option<&str>) -> String {
+    let mut text =
+        home_router_text().replace("antispoof = true", &format!("antispoof = true\n{wan}"));
+    if let Some(extra) = forward {
+        text += &format!(
+            "\n[[port_forward]]\nname = \"web\"\nsrc = \"wan\"\nproto = \"tcp\"\nexternal_port = 8080\ninternal_ip = \"192.168.1.10\"\ninternal_port = 80\n{extra}\n"
+        );
+    }
+    text
+}
+
 #[test]
 fn syn_flood_to_the_router_is_limited_per_zone() {
     let mut r = Rig::home();
@@ -876,18 +889,7 @@ fn syn_flood_to_the_router_is_limited_per_zone() {
 
 #[test]
 fn zone_syn_limit_protects_port_forwarded_servers() {
-    let text = home_router_text().replace(
-        "antispoof = true",
-        "antispoof = true\nsyn_limit = \"10/s burst 20\"",
-    ) + r#"
-[[port_forward]]
-name = "web"
-src = "wan"
-proto = "tcp"
-external_port = 8080
-internal_ip = "192.168.1.10"
-internal_port = 80
-"#;
+    let text = home_with("syn_limit = \"10/s burst 20\"", Some(""));
     let mut r = rig(&text);
     let mut reasons = std::collections::BTreeMap::new();
     for i in 0..1_000u32 {
@@ -1057,18 +1059,10 @@ fn udp_and_icmp_flood_limits_per_zone() {
 
 #[test]
 fn a_source_over_its_connection_rate_is_blocked_for_a_while() {
-    let text = home_router_text().replace(
-        "antispoof = true",
-        "antispoof = true\nsrc_conn_limit = \"5/s burst 5\"\noverload_timeout = 60",
-    ) + r#"
-[[port_forward]]
-name = "web"
-src = "wan"
-proto = "tcp"
-external_port = 8080
-internal_ip = "192.168.1.10"
-internal_port = 80
-"#;
+    let text = home_with(
+        "src_conn_limit = \"5/s burst 5\"\noverload_timeout = 60",
+        Some(""),
+    );
     let mut r = rig(&text);
     let attacker = [198, 51, 100, 7];
     let neighbour = [198, 51, 100, 8];
@@ -1287,17 +1281,7 @@ fn tcp4_data(
 
 #[test]
 fn syn_proxy_completes_handshakes_itself_and_translates_sequence_numbers() {
-    let text = home_router_text()
-        + r#"
-[[port_forward]]
-name = "web"
-src = "wan"
-proto = "tcp"
-external_port = 8080
-internal_ip = "192.168.1.10"
-internal_port = 80
-synproxy = true
-"#;
+    let text = home_with("", Some("synproxy = true"));
     let mut r = rig(&text);
     let client = [198, 51, 100, 7];
     let server = [192, 168, 1, 10];

@@ -112,6 +112,8 @@ pub struct Firewall {
     injected: Vec<u8>,
     /// Some zone checks sources (`antispoof`, `drop_bogons`).
     checks_source: bool,
+    /// Some port forward has `synproxy`.
+    proxies: bool,
 }
 
 /// A proxied connection as the client addressed it: client address and port, the forward's
@@ -197,8 +199,10 @@ impl Firewall {
             synthetic: false,
             injected: Vec::new(),
             checks_source: false,
+            proxies: false,
         };
         fw.checks_source = fw.policy.zones.iter().any(|z| z.antispoof || z.drop_bogons);
+        fw.proxies = fw.policy.port_forwards.iter().any(|p| p.synproxy);
         fw.nat = nat;
         fw
     }
@@ -303,7 +307,9 @@ impl Firewall {
             self.translate(&mut d, p, &mut frame);
             self.frame = frame;
         }
-        if !self.policy.port_forwards.is_empty() && (self.synact.is_some() || d.translated) {
+        // Only a proxy decision, or a translated packet while a proxied handshake waits for
+        // the server's SYN/ACK, concerns the proxy: nothing else is read again.
+        if self.synact.is_some() || (d.translated && !self.proxied.is_empty()) {
             self.synproxy(&mut d, now, link, data, ingress);
         }
         d
@@ -467,7 +473,7 @@ impl Firewall {
         if let Some(p) = pending {
             self.translate(&mut d, p, data);
         }
-        if !self.policy.port_forwards.is_empty() && (self.synact.is_some() || translated) {
+        if self.synact.is_some() || (translated && !self.proxied.is_empty()) {
             self.synproxy(&mut d, now, link, data, ingress);
         }
         d
@@ -582,7 +588,9 @@ impl Firewall {
             overload: &mut self.overload,
             conns: &mut self.conns,
             arrival_zone: None,
-            synthetic: self.synthetic,
+            // The firewall's own packets, and all packets when no forward is proxied, skip
+            // the proxy.
+            synthetic: self.synthetic || !self.proxies,
             synact: None,
             drop_invalid: self.policy.defaults.drop_invalid,
             accept_established: self.policy.defaults.accept_established,
@@ -788,7 +796,7 @@ struct Ctx<'a, 'n> {
     conns: &'a mut SourceConns,
     /// The zone a new connection's first packet arrived from, once the filter knows it.
     arrival_zone: Option<ZoneId>,
-    /// The packet is the firewall's own (a SYN proxy's): no proxy for it.
+    /// No SYN proxy for this packet: it is the firewall's own, or no forward is proxied.
     synthetic: bool,
     /// What the SYN proxy is to do with the packet.
     synact: Option<SynAct>,
@@ -892,7 +900,6 @@ impl Ctx<'_, '_> {
             || v.proto != keepstate_engine::wire::PROTO_TCP
             || out.dnat
             || !matches!(out.state, CtState::New | CtState::Invalid)
-            || self.policy.port_forwards.iter().all(|p| !p.synproxy)
         {
             return None;
         }

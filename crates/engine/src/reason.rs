@@ -144,6 +144,26 @@ reasons! {
     SynProxy = "syn-proxy",
     /// An ACK to a SYN-proxied port forward whose SYN cookie is wrong or too old.
     SynProxyCookie = "syn-proxy-cookie",
+    /// The live router: a forwarded packet whose TTL or hop limit ran out (answered with
+    /// ICMP time exceeded).
+    TtlExceeded = "ttl-exceeded",
+    /// The live router: no route, or no next hop, towards the destination.
+    NoRoute = "no-route",
+    /// The live router: the next hop's link-layer address could not be resolved (ARP or
+    /// neighbour discovery went unanswered), or too many packets were already waiting for it.
+    NeighbourUnresolved = "neighbour-unresolved",
+    /// The live router: larger than the egress MTU and not fragmentable here (IPv4 with DF,
+    /// or IPv6); answered with ICMP fragmentation needed or packet too big.
+    PacketTooBig = "packet-too-big",
+    /// The live router: a frame addressed to another station's MAC address (the port is
+    /// promiscuous) or a link-layer protocol the router does not speak.
+    NotForUs = "not-for-us",
+    /// The live router: accepted for the router itself, but no local service listens there
+    /// (answered as a closed port: TCP RST or ICMP port unreachable).
+    LocalPortClosed = "local-port-closed",
+    /// The live dataplane: the kernel handed over an offloaded frame (GSO, partial checksum)
+    /// whose offload metadata does not fit the packet.
+    BadOffload = "bad-offload",
 }
 
 impl fmt::Display for DropReason {

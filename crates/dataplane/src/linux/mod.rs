@@ -1,0 +1,1 @@
+//! Linux packet-socket I/O.

@@ -1,0 +1,1 @@
+//! Neighbour cache (ARP and IPv6 neighbour discovery).

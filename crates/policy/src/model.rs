@@ -102,6 +102,10 @@ pub struct Interface {
     pub routes: Vec<IpNet>,
     /// The default route leaves through this interface (the WAN uplink).
     pub default_route: bool,
+    /// The next-hop router for the default route and the static routes through this
+    /// interface, at most one per family (`gateway = ["203.0.113.1", "fe80::1"]`). Without
+    /// one for a family, those destinations are treated as on-link.
+    pub gateway: Vec<IpAddr>,
     /// Linux interface index, to name packets in cooked (SLL2) captures.
     pub ifindex: Option<u32>,
     /// MAC address, to name packets in plain Ethernet captures by their destination.

@@ -14,7 +14,9 @@ pub const NO_ZONE: ZoneId = ZoneId::MAX;
 
 #[derive(Clone, Debug)]
 pub struct Topology {
-    routes: PrefixMap<IfaceId>,
+    /// Each prefix's interface, and whether it is connected (its addresses are on-link)
+    /// rather than a static route through the interface's gateway.
+    routes: PrefixMap<(IfaceId, bool)>,
     local: PrefixMap<()>,
     default_v4: Option<IfaceId>,
     default_v6: Option<IfaceId>,
@@ -23,6 +25,8 @@ pub struct Topology {
     /// Sorted by MAC; of duplicates the first interface wins.
     by_mac: Vec<([u8; 6], IfaceId)>,
     zones: Vec<ZoneId>,
+    /// Per interface: its IPv4 and IPv6 gateway.
+    gateways: Vec<(Option<IpAddr>, Option<IpAddr>)>,
 }
 
 impl Topology {
@@ -38,10 +42,10 @@ impl Topology {
         // interface's connected network does not take it over.
         let connected = ifaces
             .iter()
-            .flat_map(|&(id, f)| f.addrs.iter().map(move |n| (*n, id)));
+            .flat_map(|&(id, f)| f.addrs.iter().map(move |n| (*n, (id, true))));
         let statics = ifaces
             .iter()
-            .flat_map(|&(id, f)| f.routes.iter().map(move |n| (*n, id)));
+            .flat_map(|&(id, f)| f.routes.iter().map(move |n| (*n, (id, false))));
         let routes = PrefixMap::new(connected.chain(statics));
 
         let mut local: Vec<IpNet> = Vec::new();
@@ -101,6 +105,13 @@ impl Topology {
             by_ifindex,
             by_mac,
             zones: ifaces.iter().map(|(_, f)| f.zone).collect(),
+            gateways: ifaces
+                .iter()
+                .map(|(_, f)| {
+                    let of = |v4: bool| f.gateway.iter().copied().find(|g| g.is_ipv4() == v4);
+                    (of(true), of(false))
+                })
+                .collect(),
         }
     }
 
@@ -118,10 +129,45 @@ impl Topology {
     /// `default_route` with an address of that family, else any `default_route` interface).
     #[inline]
     pub fn route(&self, dst: IpAddr) -> Option<IfaceId> {
-        self.routes.get(dst).or(match dst {
+        match self.routes.get(dst) {
+            Some((i, _)) => Some(i),
+            None => self.default_of(dst),
+        }
+    }
+
+    fn default_of(&self, dst: IpAddr) -> Option<IfaceId> {
+        match dst {
             IpAddr::V4(_) => self.default_v4,
             IpAddr::V6(_) => self.default_v6,
-        })
+        }
+    }
+
+    /// Where a packet to `dst` goes next, as a router forwards it: the egress interface (as
+    /// [`Topology::route`] picks it) and the address whose link-layer address the frame is
+    /// sent to. On a connected network that is `dst` itself; through a static route or the
+    /// default route it is the interface's gateway of `dst`'s family, or `dst` itself when
+    /// the interface has none (the route is on-link, as a point-to-point uplink's is).
+    #[inline]
+    pub fn next_hop(&self, dst: IpAddr) -> Option<(IfaceId, IpAddr)> {
+        let (iface, connected) = match self.routes.get(dst) {
+            Some(r) => r,
+            None => (self.default_of(dst)?, false),
+        };
+        if connected {
+            return Some((iface, dst));
+        }
+        let gw = self.gateway(iface, dst.is_ipv4());
+        Some((iface, gw.unwrap_or(dst)))
+    }
+
+    /// The interface's gateway of one family.
+    pub fn gateway(&self, iface: IfaceId, v4: bool) -> Option<IpAddr> {
+        let &(g4, g6) = self.gateways.get(usize::from(iface))?;
+        if v4 {
+            g4
+        } else {
+            g6
+        }
     }
 
     pub fn iface_by_ifindex(&self, ifindex: u32) -> Option<IfaceId> {
@@ -170,6 +216,7 @@ mod tests {
             addrs: addrs.iter().map(|s| net(s)).collect(),
             routes: routes.iter().map(|s| net(s)).collect(),
             default_route: default,
+            gateway: Vec::new(),
             ifindex: None,
             mac: None,
             span: Span::default(),
@@ -191,5 +238,49 @@ mod tests {
         assert_eq!(t.zone_of(1), NO_ZONE);
         assert_eq!(t.route(ip("1.2.3.4")), None);
         assert!(!t.is_local(ip("1.2.3.4")));
+        assert_eq!(t.next_hop(ip("1.2.3.4")), None);
+    }
+
+    #[test]
+    fn next_hop_connected_static_default_and_on_link() {
+        let mut wan = iface(
+            "wan",
+            1,
+            &["203.0.113.2/24", "2001:db8:fffe::2/64"],
+            &["198.18.0.0/15"],
+            true,
+        );
+        wan.gateway = vec![ip("203.0.113.1"), ip("fe80::1")];
+        let lan = iface(
+            "lan",
+            0,
+            &["192.168.1.1/24"],
+            &["10.0.0.0/8", "2001:db8:2::/48"],
+            false,
+        );
+        let p = Policy {
+            interfaces: vec![lan, wan],
+            ..Policy::default()
+        };
+        let t = Topology::new(&p);
+        // Connected: the destination itself.
+        assert_eq!(t.next_hop(ip("192.168.1.7")), Some((0, ip("192.168.1.7"))));
+        assert_eq!(t.next_hop(ip("203.0.113.9")), Some((1, ip("203.0.113.9"))));
+        assert_eq!(
+            t.next_hop(ip("2001:db8:fffe::9")),
+            Some((1, ip("2001:db8:fffe::9")))
+        );
+        // Default route: the gateway of the family.
+        assert_eq!(t.next_hop(ip("8.8.8.8")), Some((1, ip("203.0.113.1"))));
+        assert_eq!(t.next_hop(ip("2001:db8:9::1")), Some((1, ip("fe80::1"))));
+        // A static route through the uplink uses its gateway too.
+        assert_eq!(t.next_hop(ip("198.19.0.1")), Some((1, ip("203.0.113.1"))));
+        // A static route through an interface without a gateway is on-link.
+        assert_eq!(t.next_hop(ip("10.1.2.3")), Some((0, ip("10.1.2.3"))));
+        assert_eq!(
+            t.next_hop(ip("2001:db8:2::5")),
+            Some((0, ip("2001:db8:2::5")))
+        );
+        assert_eq!(t.route(ip("8.8.8.8")), Some(1));
     }
 }

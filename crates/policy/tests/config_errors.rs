@@ -361,6 +361,74 @@ fn bad_address() {
 }
 
 #[test]
+fn gateway_values() {
+    let iface = |gw: &str| {
+        format!(
+            "[[interface]]\nname = \"up0\"\nzone = \"wan\"\naddress = [\"198.51.100.2/24\", \
+             \"2001:db8:5::2/64\"]\ngateway = {gw}\n"
+        )
+    };
+    // One address, or one per family; an IPv6 gateway may be link-local.
+    let l = ok(&iface("\"198.51.100.1\""));
+    let up = &l.policy.interfaces[usize::from(l.policy.iface_by_name("up0").unwrap())];
+    assert_eq!(
+        up.gateway,
+        ["198.51.100.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    let l = ok(&iface("[\"198.51.100.1\", \"fe80::1\"]"));
+    let up = &l.policy.interfaces[usize::from(l.policy.iface_by_name("up0").unwrap())];
+    assert_eq!(
+        up.gateway,
+        [
+            "198.51.100.1".parse::<std::net::IpAddr>().unwrap(),
+            "fe80::1".parse().unwrap()
+        ]
+    );
+    let up = &ok("").policy.interfaces[1];
+    assert!(up.gateway.is_empty(), "no gateway unless written");
+
+    // Line 5 of the snippet, column 11 is where the value (or the list) starts.
+    error_at(
+        &iface("\"198.51.100\""),
+        5,
+        11,
+        "`198.51.100` is not an address",
+    );
+    error_at(
+        &iface("\"198.51.100.1/24\""),
+        5,
+        11,
+        "`198.51.100.1/24` is a prefix: a gateway is one address",
+    );
+    error_at(&iface("1"), 5, 11, "`gateway` must be");
+    error_at(
+        &iface("[\"198.51.100.1\", \"198.51.100.254\"]"),
+        5,
+        28,
+        "a second IPv4 gateway `198.51.100.254`: interface `up0` already has `198.51.100.1`",
+    );
+    error_at(
+        &iface("\"192.0.2.1\""),
+        5,
+        11,
+        "gateway `192.0.2.1` is not on a network of interface `up0` (its networks: \
+         198.51.100.2/24)",
+    );
+    error_at(
+        &iface("\"ff02::2\""),
+        5,
+        11,
+        "gateway `ff02::2` is not a unicast address",
+    );
+    error_at(
+        "[[interface]]\nname = \"up0\"\nzone = \"wan\"\ngateways = \"192.0.2.1\"\n",
+        4,
+        1,
+        "use `gateway` (a string or a list)",
+    );
+}
+
+#[test]
 fn prefix_length_out_of_range() {
     error_at(
         "[[rule]]\nsrc = \"wan\"\nsrc_ip = \"2001:db8::/129\"\naction = \"drop\"\n",
@@ -925,6 +993,14 @@ fn home_router_example() {
     let wan0 = &p.interfaces[usize::from(p.iface_by_name("wan0").unwrap())];
     assert_eq!(wan0.mac, Some([2, 0, 0, 0, 0, 1]));
     assert!(wan0.default_route);
+    assert_eq!(
+        wan0.gateway,
+        [
+            "203.0.113.1".parse::<std::net::IpAddr>().unwrap(),
+            "2001:db8:fffe::1".parse().unwrap()
+        ]
+    );
+    assert!(lan0.gateway.is_empty());
 
     let ping = p
         .rules

@@ -2010,6 +2010,7 @@ fn iface(
         addrs: addrs.iter().map(|s| net(s)).collect(),
         routes: routes.iter().map(|s| net(s)).collect(),
         default_route,
+        gateway: Vec::new(),
         ifindex: None,
         mac: None,
         span: Span::default(),

@@ -80,6 +80,7 @@ const INTERFACE_FIELDS: &[&str] = &[
     "address",
     "routes",
     "default_route",
+    "gateway",
     "ifindex",
     "mac",
 ];
@@ -1071,6 +1072,8 @@ fn interface(
         &[
             ("addresses", "use `address` (a string or a list)"),
             ("ipaddr", "use `address`"),
+            ("gateways", "use `gateway` (a string or a list)"),
+            ("via", "use `gateway`"),
         ],
     );
     let Some((name, at)) = cx.name(sec, "interface") else {
@@ -1108,6 +1111,7 @@ fn interface(
     let addrs = prefixes(cx, "address", true);
     let routes = prefixes(cx, "routes", false);
     let default_route = bool_field(cx, sec, "default_route").unwrap_or(false);
+    let gateway = gateways(cx, sec, &name, &addrs);
     let ifindex = sec
         .get("ifindex")
         .and_then(|v| cx.integer(v, "ifindex", 1, i128::from(u32::MAX)))
@@ -1132,11 +1136,84 @@ fn interface(
             addrs,
             routes,
             default_route,
+            gateway,
             ifindex,
             mac,
             span: cx.span(sec.at),
         });
     }
+}
+
+/// An interface's `gateway`: bare addresses, at most one per family, each a unicast address
+/// on one of the interface's networks (or, for IPv6, link-local: routers advertise those),
+/// as Linux insists a gateway be reachable on-link.
+fn gateways(cx: &mut Cx, sec: Section, iface: &str, addrs: &[IpNet]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let Some(v) = sec.get("gateway") else {
+        return out;
+    };
+    for item in list(v) {
+        let Some(s) = cx.string(
+            item,
+            "gateway",
+            "an address as a string (\"203.0.113.1\"), or a list with one per family",
+        ) else {
+            continue;
+        };
+        let a = match s.trim().parse::<IpAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let msg = if s.contains('/') {
+                    format!("`{s}` is a prefix: a gateway is one address, like 203.0.113.1")
+                } else {
+                    format!("`{s}` is not an address: expected one like 203.0.113.1 or fe80::1")
+                };
+                cx.error(item.span().start, msg);
+                continue;
+            }
+        };
+        let unicast = match a {
+            IpAddr::V4(v) => {
+                !(v.is_unspecified() || v.is_multicast() || v.is_broadcast() || v.is_loopback())
+            }
+            IpAddr::V6(v) => !(v.is_unspecified() || v.is_multicast() || v.is_loopback()),
+        };
+        if !unicast {
+            cx.error(
+                item.span().start,
+                format!("gateway `{a}` is not a unicast address"),
+            );
+            continue;
+        }
+        let link_local = matches!(a, IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80);
+        if !link_local && !addrs.iter().any(|n| n.contains(a)) {
+            let nets = addrs
+                .iter()
+                .filter(|n| n.addr.is_ipv4() == a.is_ipv4())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>();
+            let has = if nets.is_empty() {
+                "it has no address of that family".to_string()
+            } else {
+                format!("its networks: {}", nets.join(", "))
+            };
+            cx.error(
+                item.span().start,
+                format!("gateway `{a}` is not on a network of interface `{iface}` ({has})"),
+            );
+            continue;
+        }
+        if let Some(first) = out.iter().find(|g| g.is_ipv4() == a.is_ipv4()) {
+            let fam = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+            cx.error(
+                item.span().start,
+                format!("a second {fam} gateway `{a}`: interface `{iface}` already has `{first}`"),
+            );
+            continue;
+        }
+        out.push(a);
+    }
+    out
 }
 
 /// A zone reference; `*` is any zone when `any` allows it.

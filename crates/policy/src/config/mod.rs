@@ -8,7 +8,8 @@
 //!                                 # log_limit, nat_ports, input/output/forward for zones
 //! [tracking]                      # max_connections, tcp_loose, tcp_liberal, verify_checksums
 //! [tracking.timeouts]             # seconds, named as keepstate_engine::Timeouts' fields
-//! [[interface]]                   # name, zone, address, routes, default_route, ifindex, mac
+//! [[interface]]                   # name, zone, address, routes, default_route, gateway,
+//!                                 # ifindex, mac
 //! [[zone]]                        # name, input, output, forward, masquerade, mapping
 //! [[forwarding]]                  # src, dest
 //! [[set]]                         # name, prefixes, file

@@ -12,6 +12,8 @@ mod check;
 mod frames;
 mod host;
 mod replay;
+#[cfg(target_os = "linux")]
+mod run;
 mod sample;
 mod synth;
 
@@ -34,6 +36,9 @@ enum Cmd {
     Bench(bench::Args),
     /// Check a policy file: report every error and warning, then summarise the policy.
     Check(check::Args),
+    /// Route between the policy's interfaces in userspace: the live firewall (Linux, root).
+    #[cfg(target_os = "linux")]
+    Run(run::Args),
     /// Generate captures.
     #[command(subcommand)]
     Gen(Gen),
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
         Cmd::Replay(a) => replay::run(&a),
         Cmd::Bench(a) => bench::run(&a),
         Cmd::Check(a) => check::run(&a),
+        #[cfg(target_os = "linux")]
+        Cmd::Run(a) => run::run(&a),
         Cmd::Gen(Gen::Synth(a)) => synth::run(&a),
         Cmd::Gen(Gen::Sample { output }) => sample::run(&output),
     };

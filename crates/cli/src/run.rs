@@ -1,0 +1,444 @@
+//! `keepstate run`: the live router. Takes over the interfaces the policy names and routes
+//! between them in userspace.
+//!
+//! Design, in short (the README's "Live router" section has the long form):
+//! - One packet socket per interface per worker, each with a TPACKET_V3 receive ring. With
+//!   more than one worker the sockets of an interface join one fanout group hashed on the
+//!   kernel's flow hash, so the I/O (ring reads, copies, `sendmmsg`) runs on every core.
+//! - One state: a single [`Router`] (firewall, connection table, NAT, neighbour cache)
+//!   behind a lock that a worker takes once per batch of frames. Both directions of every
+//!   connection, translated or not, therefore see the same entry whatever worker reads them;
+//!   no handoff between workers is needed. The cost is that the tracking itself does not
+//!   scale with cores; the README has the measurement.
+//! - The kernel must not answer ARP, forward or reply on these interfaces behind our back:
+//!   unless `--no-isolate`, each interface gets a `tc` ingress filter that drops every frame
+//!   after the packet sockets have seen it, and IPv6 off (no link-local address, no kernel
+//!   neighbour discovery). Both are undone on exit.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use keepstate_dataplane::linux::{if_info, set_up, IfInfo, Ring, RingConfig};
+use keepstate_dataplane::router::{Out, Port, Router, RouterConfig};
+use keepstate_engine::{listing, DropReason, Time};
+use keepstate_policy::model::IfaceId;
+use keepstate_policy::config;
+use keepstate_policy::firewall::Firewall;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Policy file; its `[[interface]]` sections name the interfaces to take over.
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Worker threads (each reads every interface through a fanout group). Default: one per
+    /// core, at most 8.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Leave the kernel alone: no tc ingress drop, IPv6 left as it is. Only for interfaces
+    /// the kernel already ignores (no addresses, no IPv6); otherwise it answers ARP and
+    /// neighbour solicitations and sends RSTs for connections it does not know.
+    #[arg(long)]
+    pub no_isolate: bool,
+    /// Do not print the connection table (conntrack -L format) on exit.
+    #[arg(long)]
+    pub quiet_exit: bool,
+}
+
+/// Set from the signal handlers; read by the workers between batches.
+static STOP: AtomicBool = AtomicBool::new(false);
+static DUMP: AtomicBool = AtomicBool::new(false);
+static SIGNAL: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_stop(sig: libc::c_int) {
+    // Only atomic stores: all that is async-signal-safe here.
+    SIGNAL.store(u32::try_from(sig).unwrap_or(0), Ordering::Relaxed);
+    STOP.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn on_dump(_: libc::c_int) {
+    DUMP.store(true, Ordering::Relaxed);
+}
+
+fn install_signals() {
+    let stop = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let dump = on_dump as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe; `signal` is
+    // called before any worker thread exists.
+    unsafe {
+        libc::signal(libc::SIGINT, stop);
+        libc::signal(libc::SIGTERM, stop);
+        libc::signal(libc::SIGUSR1, dump);
+    }
+}
+
+/// The monotonic clock as the engine's `Time`. Starts well above zero so that "a while ago"
+/// arithmetic on fresh state never underflows.
+struct Clock(Instant);
+
+impl Clock {
+    fn now(&self) -> Time {
+        let ns = u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Time::from_nanos(ns.saturating_add(1_000_000_000_000))
+    }
+}
+
+/// What `run` changed in the kernel, undone on drop (also on error paths).
+struct Isolation {
+    /// Interfaces that got our clsact qdisc.
+    tc: Vec<String>,
+    /// Interfaces whose `disable_ipv6` we set, with the value to restore.
+    ipv6: Vec<(String, String)>,
+}
+
+impl Isolation {
+    fn none() -> Isolation {
+        Isolation {
+            tc: Vec::new(),
+            ipv6: Vec::new(),
+        }
+    }
+
+    fn apply(names: &[String]) -> Result<Isolation> {
+        let mut iso = Isolation::none();
+        for name in names {
+            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+            if let Ok(old) = std::fs::read_to_string(&path) {
+                std::fs::write(&path, "1")
+                    .with_context(|| format!("interface {name}: cannot switch IPv6 off ({path})"))?;
+                iso.ipv6.push((name.clone(), old.trim().to_string()));
+            }
+            // A clsact qdisc of our own, so that removing it on exit removes exactly what we
+            // added. If one exists, someone else's tc setup is there: refuse rather than
+            // change it behind their back.
+            tc(&["qdisc", "add", "dev", name, "clsact"]).with_context(|| {
+                format!(
+                    "interface {name}: cannot add a clsact qdisc (another tc ingress setup on \
+                     it? `tc qdisc show dev {name}`; or run with --no-isolate)"
+                )
+            })?;
+            iso.tc.push(name.clone());
+            tc(&[
+                "filter", "add", "dev", name, "ingress", "pref", "1", "matchall", "action", "drop",
+            ])
+            .with_context(|| format!("interface {name}: cannot add the tc ingress drop"))?;
+        }
+        Ok(iso)
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        for name in &self.tc {
+            if let Err(e) = tc(&["qdisc", "del", "dev", name, "clsact"]) {
+                eprintln!("keepstate: warning: interface {name}: removing the tc drop: {e:#}");
+            }
+        }
+        for (name, old) in &self.ipv6 {
+            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+            if let Err(e) = std::fs::write(&path, old) {
+                eprintln!("keepstate: warning: {path}: restoring {old}: {e}");
+            }
+        }
+    }
+}
+
+fn tc(args: &[&str]) -> Result<()> {
+    let out = Command::new("tc")
+        .args(args)
+        .output()
+        .context("cannot run `tc` (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`tc {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn lock(r: &Mutex<Router>) -> MutexGuard<'_, Router> {
+    // A worker that panicked mid-batch leaves the router as it was between two frames of
+    // that batch: still consistent, so carry on rather than take the router down.
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker: a ring on every interface, read in turn, the router locked once per batch.
+struct Worker {
+    rings: Vec<(IfaceId, Ring)>,
+}
+
+impl Worker {
+    fn run(mut self, router: &Mutex<Router>, clock: &Clock, last_tick: &Mutex<Time>) {
+        let mut out = Out::new();
+        let mut fds: Vec<libc::pollfd> = self
+            .rings
+            .iter()
+            .map(|(_, r)| libc::pollfd {
+                fd: r.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let nfds = libc::nfds_t::try_from(fds.len()).unwrap_or(0);
+        while !STOP.load(Ordering::Relaxed) {
+            // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds, 100) };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    eprintln!("keepstate: poll: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            for i in 0..self.rings.len() {
+                let ready = fds.get(i).is_some_and(|p| p.revents != 0);
+                let Some((port, ring)) = self.rings.get_mut(i).filter(|_| ready) else {
+                    continue;
+                };
+                let port = *port;
+                let mut r = lock(router);
+                let now = clock.now();
+                let got = ring.recv(0, |frame| {
+                    r.handle(now, port, frame, &mut out);
+                });
+                drop(r);
+                if let Err(e) = got {
+                    eprintln!("keepstate: receive: {e}");
+                }
+                self.flush(&mut out);
+            }
+            // Timers (neighbour retries, expiry) run on whichever worker gets there first.
+            let now = clock.now();
+            let due = {
+                let mut t = last_tick.lock().unwrap_or_else(|p| p.into_inner());
+                if now.saturating_sub(*t) >= 100_000_000 {
+                    *t = now;
+                    true
+                } else {
+                    false
+                }
+            };
+            if due {
+                lock(router).tick(now, &mut out);
+                self.flush(&mut out);
+            }
+        }
+    }
+
+    /// Sends what the router produced, one batch per egress interface.
+    fn flush(&mut self, out: &mut Out) {
+        if out.is_empty() {
+            return;
+        }
+        for (port, ring) in &mut self.rings {
+            let port = *port;
+            let frames = out
+                .iter()
+                .filter(|&(p, _)| p == port)
+                .map(|(_, f)| f);
+            if let Err(e) = ring.send(frames) {
+                eprintln!("keepstate: send: {e}");
+            }
+        }
+        out.clear();
+    }
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let loaded = config::load(&args.config).map_err(|errs| {
+        for e in &errs.0 {
+            eprintln!("{e}");
+        }
+        anyhow!("{}: the policy has errors", args.config.display())
+    })?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let policy = loaded.policy;
+    if policy.interfaces.is_empty() {
+        bail!(
+            "{}: no [[interface]] sections: nothing to take over",
+            args.config.display()
+        );
+    }
+
+    // Everything about the interfaces is checked before anything is changed.
+    let mut infos: Vec<IfInfo> = Vec::new();
+    for f in &policy.interfaces {
+        let info = if_info(&f.name).map_err(|e| anyhow!("{e}"))?;
+        let ours: BTreeSet<IpAddr> = f.addrs.iter().map(|n| n.addr).collect();
+        if let Some(a) = info.kernel_addrs.iter().find(|a| ours.contains(a)) {
+            bail!(
+                "address conflict: {a} is keepstate's address on {name} (in {cfg}) and the \
+                 kernel's too; remove it from the kernel (`ip addr del {a}/... dev {name}`) so \
+                 only keepstate answers for it",
+                name = f.name,
+                cfg = args.config.display()
+            );
+        }
+        if let Some(a) = info
+            .kernel_addrs
+            .iter()
+            .find(|a| !matches!(a, IpAddr::V6(v) if v.is_unicast_link_local()))
+        {
+            eprintln!(
+                "keepstate: warning: interface {}: the kernel has address {a} there; \
+                 keepstate's tc drop hides received traffic from it, but it may still send",
+                f.name
+            );
+        }
+        if let Some(m) = f.mac {
+            if m != info.mac {
+                eprintln!(
+                    "keepstate: warning: interface {}: the policy says MAC {} but the \
+                     interface has {}; using the interface's",
+                    f.name,
+                    mac_str(m),
+                    mac_str(info.mac)
+                );
+            }
+        }
+        infos.push(info);
+    }
+
+    let workers = args
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(8)
+        })
+        .max(1);
+
+    // Rings are opened before the kernel is touched: a missing privilege fails here with
+    // nothing to undo.
+    let mut all: Vec<Worker> = (0..workers).map(|_| Worker { rings: Vec::new() }).collect();
+    for (i, info) in infos.iter().enumerate() {
+        let iface = IfaceId::try_from(i).map_err(|_| anyhow!("too many interfaces"))?;
+        let group = u16::try_from((std::process::id().wrapping_add(info.ifindex)) & 0xffff)
+            .unwrap_or(0);
+        let cfg = RingConfig {
+            fanout_group: (workers > 1).then_some(group),
+            promiscuous: true,
+            ..RingConfig::default()
+        };
+        for w in &mut all {
+            let ring = Ring::open(info, &cfg).map_err(|e| anyhow!("{e}"))?;
+            w.rings.push((iface, ring));
+        }
+    }
+
+    let names: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
+    let isolation = if args.no_isolate {
+        Isolation::none()
+    } else {
+        Isolation::apply(&names)?
+    };
+    for info in &infos {
+        if !info.up {
+            set_up(&info.name).map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+
+    let ports: Vec<Port> = infos
+        .iter()
+        .enumerate()
+        .filter_map(|(i, info)| {
+            Some(Port {
+                iface: IfaceId::try_from(i).ok()?,
+                name: info.name.clone(),
+                mac: info.mac,
+                mtu: u16::try_from(info.mtu).unwrap_or(u16::MAX),
+            })
+        })
+        .collect();
+    let fw = Firewall::new(policy, crate::host::config());
+    let router = Arc::new(Mutex::new(Router::new(fw, RouterConfig::new(ports))));
+    let clock = Arc::new(Clock(Instant::now()));
+    let last_tick = Arc::new(Mutex::new(clock.now()));
+
+    install_signals();
+    eprintln!(
+        "keepstate: routing between {} with {workers} worker{} (SIGINT/SIGTERM stops, SIGUSR1 \
+         prints the connection table)",
+        names.join(", "),
+        if workers == 1 { "" } else { "s" }
+    );
+
+    let mut handles = Vec::new();
+    for (n, w) in all.into_iter().enumerate() {
+        let (router, clock, last_tick) = (router.clone(), clock.clone(), last_tick.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("keepstate-w{n}"))
+            .spawn(move || w.run(&router, &clock, &last_tick))
+            .context("cannot start a worker thread")?;
+        handles.push(h);
+    }
+
+    while !STOP.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if DUMP.swap(false, Ordering::Relaxed) {
+            print_table(&lock(&router));
+        }
+    }
+    for h in handles {
+        if h.join().is_err() {
+            eprintln!("keepstate: a worker thread panicked");
+        }
+    }
+    drop(isolation);
+
+    let r = lock(&router);
+    if !args.quiet_exit {
+        print_table(&r);
+    }
+    print_summary(&r);
+    let sig = SIGNAL.load(Ordering::Relaxed);
+    eprintln!("keepstate: stopped (signal {sig}), interfaces given back to the kernel");
+    Ok(())
+}
+
+fn print_table(r: &Router) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let conns = r.firewall().connections();
+    for c in &conns {
+        let _ = writeln!(out, "{}", listing::conntrack_line(c));
+    }
+    let _ = out.flush();
+    eprintln!(
+        "conntrack v1.4 (keepstate): {} flow entries have been shown.",
+        conns.len()
+    );
+}
+
+fn print_summary(r: &Router) {
+    let s = r.stats();
+    eprintln!(
+        "keepstate: forwarded {} packets, {} for the router itself",
+        s.forwarded, s.local
+    );
+    for reason in DropReason::ALL {
+        let n = s.dropped.get(reason.index()).copied().unwrap_or(0);
+        if n > 0 {
+            eprintln!("keepstate: dropped {n} {}", reason.name());
+        }
+    }
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

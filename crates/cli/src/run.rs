@@ -11,15 +11,15 @@
 //!   no handoff between workers is needed. The cost is that the tracking itself does not
 //!   scale with cores; the README has the measurement.
 //! - The kernel must not answer ARP, forward or reply on these interfaces behind our back:
-//!   unless `--no-isolate`, each interface gets a `tc` ingress filter that drops every frame
-//!   after the packet sockets have seen it, and IPv6 off (no link-local address, no kernel
-//!   neighbour discovery). Both are undone on exit.
+//!   unless `--no-isolate`, each interface gets an nftables netdev ingress chain that drops
+//!   every frame after the packet sockets have seen it, IPv6 off (no link-local address, no
+//!   kernel neighbour discovery), ARP answers off and forwarding off. All is undone on exit.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ pub struct Args {
     /// core, at most 8.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Leave the kernel alone: no tc ingress drop, IPv6 left as it is. Only for interfaces
+    /// Leave the kernel alone: no ingress drop, sysctls left as they are. Only for interfaces
     /// the kernel already ignores (no addresses, no IPv6); otherwise it answers ARP and
     /// neighbour solicitations and sends RSTs for connections it does not know.
     #[arg(long)]
@@ -91,43 +91,61 @@ impl Clock {
 
 /// What `run` changed in the kernel, undone on drop (also on error paths).
 struct Isolation {
-    /// Interfaces that got our clsact qdisc.
-    tc: Vec<String>,
-    /// Interfaces whose `disable_ipv6` we set, with the value to restore.
-    ipv6: Vec<(String, String)>,
+    /// Sysctls we set, with the values to restore.
+    sysctls: Vec<(String, String)>,
+    /// Our nftables table exists.
+    nft: bool,
 }
+
+/// The nftables table holding our ingress drops (netdev family: one base chain per
+/// interface, run after the packet sockets have seen the frame).
+const NFT_TABLE: &str = "keepstate_isolate";
 
 impl Isolation {
     fn none() -> Isolation {
         Isolation {
-            tc: Vec::new(),
-            ipv6: Vec::new(),
+            sysctls: Vec::new(),
+            nft: false,
         }
     }
 
     fn apply(names: &[String]) -> Result<Isolation> {
         let mut iso = Isolation::none();
         for name in names {
-            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-            if let Ok(old) = std::fs::read_to_string(&path) {
-                std::fs::write(&path, "1")
-                    .with_context(|| format!("interface {name}: cannot switch IPv6 off ({path})"))?;
-                iso.ipv6.push((name.clone(), old.trim().to_string()));
+            // No IPv6 in the kernel there: no link-local address, no neighbour discovery,
+            // no router solicitations of its own. arp_ignore 8: never answer ARP there.
+            // forwarding 0: the kernel routes nothing that arrives there.
+            for (path, value) in [
+                (format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1"),
+                (format!("/proc/sys/net/ipv4/conf/{name}/arp_ignore"), "8"),
+                (format!("/proc/sys/net/ipv4/conf/{name}/forwarding"), "0"),
+            ] {
+                let Ok(old) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                std::fs::write(&path, value)
+                    .with_context(|| format!("interface {name}: cannot set {path} to {value}"))?;
+                iso.sysctls.push((path, old.trim().to_string()));
             }
-            // A clsact qdisc of our own, so that removing it on exit removes exactly what we
-            // added. If one exists, someone else's tc setup is there: refuse rather than
-            // change it behind their back.
-            tc(&["qdisc", "add", "dev", name, "clsact"]).with_context(|| {
-                format!(
-                    "interface {name}: cannot add a clsact qdisc (another tc ingress setup on \
-                     it? `tc qdisc show dev {name}`; or run with --no-isolate)"
-                )
-            })?;
-            iso.tc.push(name.clone());
-            tc(&[
-                "filter", "add", "dev", name, "ingress", "pref", "1", "matchall", "action", "drop",
-            ])
-            .with_context(|| format!("interface {name}: cannot add the tc ingress drop"))?;
+        }
+        // The ingress drop: with it the kernel's stack never sees what arrives, whatever
+        // addresses or sockets it has. Without nft, the sysctls above still keep it quiet
+        // on interfaces without kernel addresses.
+        let mut script = format!("table netdev {NFT_TABLE} {{\n");
+        for (i, name) in names.iter().enumerate() {
+            script.push_str(&format!(
+                "  chain in{i} {{ type filter hook ingress device \"{name}\" priority -500; \
+                 policy drop; }}\n"
+            ));
+        }
+        script.push_str("}\n");
+        match nft(&script) {
+            Ok(()) => iso.nft = true,
+            Err(e) => eprintln!(
+                "keepstate: notice: no nftables ingress drop ({e:#}); relying on the \
+                 interfaces having no kernel addresses, IPv6 off, arp_ignore and forwarding \
+                 off"
+            ),
         }
         Ok(iso)
     }
@@ -135,31 +153,35 @@ impl Isolation {
 
 impl Drop for Isolation {
     fn drop(&mut self) {
-        for name in &self.tc {
-            if let Err(e) = tc(&["qdisc", "del", "dev", name, "clsact"]) {
-                eprintln!("keepstate: warning: interface {name}: removing the tc drop: {e:#}");
+        if self.nft {
+            if let Err(e) = nft(&format!("delete table netdev {NFT_TABLE}\n")) {
+                eprintln!("keepstate: warning: removing the nftables ingress drop: {e:#}");
             }
         }
-        for (name, old) in &self.ipv6 {
-            let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-            if let Err(e) = std::fs::write(&path, old) {
+        for (path, old) in self.sysctls.iter().rev() {
+            if let Err(e) = std::fs::write(path, old) {
                 eprintln!("keepstate: warning: {path}: restoring {old}: {e}");
             }
         }
     }
 }
 
-fn tc(args: &[&str]) -> Result<()> {
-    let out = Command::new("tc")
-        .args(args)
-        .output()
-        .context("cannot run `tc` (install iproute2)")?;
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run `nft` (install nftables)")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .context("writing to nft")?;
+    }
+    let out = child.wait_with_output().context("waiting for nft")?;
     if !out.status.success() {
-        bail!(
-            "`tc {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -292,7 +314,7 @@ pub fn run(args: &Args) -> Result<()> {
         {
             eprintln!(
                 "keepstate: warning: interface {}: the kernel has address {a} there; \
-                 keepstate's tc drop hides received traffic from it, but it may still send",
+                 the ingress drop hides received traffic from it, but it may still send",
                 f.name
             );
         }

@@ -347,6 +347,29 @@ fn gso_tcpv4_segments() {
     check_tcp_segmentation(false, None, 100, 1448, false); // one segment
 }
 
+/// A router rewrites each segment in place (MAC addresses, TTL, NAT) before the next is
+/// built: every segment must still start from the sender's headers.
+#[test]
+fn segments_survive_the_caller_rewriting_them() {
+    let payload = payload_pattern(5000, 7);
+    let mut s = tcp_super(false, None, &payload, 1000, 1400, false);
+    let mut seg = Segmenter::new();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let n = seg
+        .process(&s.hdr, &mut s.frame, |f| {
+            out.push(f.to_vec());
+            f.fill(0xee);
+        })
+        .unwrap();
+    assert_eq!(n, 4);
+    let mut joined = Vec::new();
+    for f in &out {
+        let p = parse_checked(f);
+        joined.extend_from_slice(&p.payload);
+    }
+    assert_eq!(joined, payload);
+}
+
 #[test]
 fn gso_tcpv6_segments() {
     check_tcp_segmentation(true, None, 30_001, 1428, false);

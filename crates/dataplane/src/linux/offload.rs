@@ -446,7 +446,6 @@ impl Segmenter {
 
         self.scratch.clear();
         self.scratch.resize(seg_max, 0);
-        self.scratch[..lay.hdrs_len].copy_from_slice(headers);
         let count = payload.len().div_ceil(mss).max(1);
         let mut chunks = payload.chunks(mss);
         for i in 0..count {
@@ -458,6 +457,10 @@ impl Segmenter {
                 .scratch
                 .get_mut(..seg_len)
                 .ok_or(OffloadError::Malformed("segment size"))?;
+            // The headers are copied afresh for every segment: `emit` may rewrite them in
+            // place (a router changes MAC addresses, TTL, NAT), and the next segment must
+            // start from what the sender sent.
+            seg[..lay.hdrs_len].copy_from_slice(headers);
             seg[lay.hdrs_len..].copy_from_slice(chunk);
             let l4_len = seg_len - lay.l4;
             let bad = || OffloadError::Malformed("segment header rewrite");

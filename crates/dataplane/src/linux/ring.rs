@@ -301,7 +301,11 @@ impl Ring {
             )?;
         }
         if let Some(group) = cfg.fanout_group {
-            let arg = libc::c_int::from(group) | ((libc::PACKET_FANOUT_HASH as libc::c_int) << 16);
+            // The group shares one hook, whose own ignore-outgoing flag is this one: without
+            // it every frame any member sends would be handed back to the group.
+            const IGNORE_OUTGOING: libc::c_int = 0x4000;
+            let arg = libc::c_int::from(group)
+                | (((libc::PACKET_FANOUT_HASH as libc::c_int) | IGNORE_OUTGOING) << 16);
             setsockopt(
                 &ring.fd,
                 name,

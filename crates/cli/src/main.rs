@@ -8,9 +8,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod blast;
 mod check;
 mod frames;
 mod host;
+mod lab;
 mod replay;
 #[cfg(target_os = "linux")]
 mod run;
@@ -42,6 +44,11 @@ enum Cmd {
     /// Generate captures.
     #[command(subcommand)]
     Gen(Gen),
+    /// A demo network in namespaces with keepstate (or the kernel) as its router.
+    Lab(lab::Args),
+    /// Small-UDP load for the live benchmark (send from many flows, or count arrivals).
+    #[command(subcommand)]
+    Blast(blast::Cmd),
 }
 
 #[derive(Subcommand)]
@@ -66,6 +73,8 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::run(&a),
         Cmd::Gen(Gen::Synth(a)) => synth::run(&a),
         Cmd::Gen(Gen::Sample { output }) => sample::run(&output),
+        Cmd::Lab(a) => lab::run(&a),
+        Cmd::Blast(c) => blast::run(&c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,586 @@
+//! Live tests: real traffic through the demo network of `keepstate lab`, between network
+//! namespaces this test creates (`lab up --prefix kst<pid><n>`) and removes (`lab down`, also
+//! on failure, from a drop guard). Every test runs against both routers: the kernel with
+//! nftables (which validates the tests themselves) and `keepstate run`.
+//!
+//! Needs root and `ip`, `python3`, `curl`, `nft`, `ping`; without them each test prints
+//! `SKIPPED <test>: <why>` and passes. Every command is bounded by `timeout`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Router {
+    Kernel,
+    Keepstate,
+}
+
+impl Router {
+    fn name(self) -> &'static str {
+        match self {
+            Router::Kernel => "kernel",
+            Router::Keepstate => "keepstate",
+        }
+    }
+}
+
+fn keepstate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keepstate"))
+}
+
+fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|d| {
+            std::fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Why this test cannot run here, if it cannot.
+fn skip_reason(router: Router) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces)".into());
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("python3", "python3"),
+        ("curl", "curl"),
+        ("nft", "nftables"),
+        ("ping", "iputils-ping"),
+        ("timeout", "coreutils"),
+    ] {
+        if !on_path(tool) {
+            return Some(format!("needs `{tool}` (apt install {pkg})"));
+        }
+    }
+    if router == Router::Keepstate && std::env::var_os("KEEPSTATE_LAB_DAEMON").is_none() {
+        let has_run = keepstate()
+            .args(["run", "--help"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_run {
+            return Some("this keepstate has no `run` subcommand (the live daemon) yet".into());
+        }
+    }
+    None
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A lab that is up; dropping it takes it down.
+struct Lab {
+    prefix: String,
+    router: Router,
+    log: PathBuf,
+    up: bool,
+}
+
+impl Lab {
+    /// `None` (after printing why) when the test cannot run here.
+    fn start(test: &str, router: Router, extra: &[&str]) -> Option<Lab> {
+        if let Some(why) = skip_reason(router) {
+            eprintln!("SKIPPED {test}: {why}");
+            return None;
+        }
+        let prefix = format!(
+            "kst{}{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{prefix}-daemon.log"));
+        // The guard exists before `lab up` runs, so even a half-built lab is taken down.
+        let lab = Lab {
+            prefix,
+            router,
+            log,
+            up: true,
+        };
+        let out = keepstate()
+            .args([
+                "lab",
+                "up",
+                "--router",
+                router.name(),
+                "--prefix",
+                &lab.prefix,
+            ])
+            .arg("--log")
+            .arg(&lab.log)
+            .arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keepstate lab up");
+        assert!(
+            out.status.success(),
+            "{test}: keepstate lab up failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(lab)
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// Runs `args` inside the `role` namespace, killed after `secs` if still running.
+    fn exec(&self, role: &str, secs: u32, args: &[&str]) -> Output {
+        self.command(role, secs, args)
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    fn command(&self, role: &str, secs: u32, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(role), "timeout", "-k", "1"])
+            .arg(secs.to_string())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn curl(&self, role: &str, url: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["curl", "-sS", "--max-time", "3"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        self.exec(role, 6, &args)
+    }
+
+    fn python(&self, role: &str, script: &str, args: &[&str]) -> Output {
+        let mut argv = vec!["python3", "-c", script];
+        argv.extend_from_slice(args);
+        self.exec(role, 10, &argv)
+    }
+
+    /// `lab down`, then what the daemon wrote (its connection table among it).
+    fn down(&mut self) -> String {
+        self.up = false;
+        let out = keepstate()
+            .args(["lab", "down", "--prefix", &self.prefix])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keepstate lab down");
+        assert!(
+            out.status.success(),
+            "keepstate lab down failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.log);
+        text
+    }
+
+    /// The router's connection table as `conntrack -L` prints it. For keepstate this takes
+    /// the lab down: the daemon prints its table on its way out.
+    fn connections(&mut self) -> String {
+        match self.router {
+            Router::Kernel => {
+                let out = if on_path("conntrack") {
+                    self.exec("router", 5, &["conntrack", "-L"])
+                } else {
+                    self.exec("router", 5, &["cat", "/proc/net/nf_conntrack"])
+                };
+                text(&out)
+            }
+            // ---- The keepstate connection listing --------------------------------------
+            // `keepstate run` prints its table in `conntrack -L` form to stdout when it
+            // stops (SIGTERM from `lab down`); `lab up --log` sent that to self.log. When
+            // the daemon gains a way to list a running table, ask it here instead.
+            Router::Keepstate => self.down(),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = keepstate()
+                .args(["lab", "down", "--prefix", &self.prefix])
+                .stdin(Stdio::null())
+                .output();
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A UDP probe with a given TTL (hop limit), reporting the ICMP error that comes back, as
+/// traceroute does: `icmp type=T code=C from=ADDR info=N`, `reply`, or `timeout`.
+/// args: DST PORT TTL
+const PROBE: &str = r#"
+import select, socket, struct, sys
+dst, port, ttl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+v6 = ":" in dst
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+if v6:
+    s.setsockopt(socket.IPPROTO_IPV6, 25, 1)  # IPV6_RECVERR
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+else:
+    s.setsockopt(socket.IPPROTO_IP, 11, 1)  # IP_RECVERR
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+s.connect((dst, port))
+s.setblocking(False)
+for attempt in range(3):
+    s.send(b"keepstate-probe")
+    p = select.poll()
+    p.register(s, select.POLLIN | select.POLLERR)
+    if not p.poll(1000):
+        continue
+    try:
+        _, anc, _, _ = s.recvmsg(512, 512, socket.MSG_ERRQUEUE)
+    except BlockingIOError:
+        print("reply")
+        sys.exit(0)
+    for _, _, d in anc:
+        errno_, origin, typ, code, _, info, _ = struct.unpack("=IBBBBII", d[:16])
+        off = d[16:]
+        if origin == 3:  # SO_EE_ORIGIN_ICMP6
+            frm = socket.inet_ntop(socket.AF_INET6, off[8:24])
+        elif origin == 2:  # SO_EE_ORIGIN_ICMP
+            frm = socket.inet_ntop(socket.AF_INET, off[4:8])
+        else:
+            frm = "local"
+        print("icmp type=%d code=%d from=%s info=%d" % (typ, code, frm, info))
+        sys.exit(0)
+print("timeout")
+"#;
+
+/// Parallel TCP connects, each reported `HOST:PORT open|refused|timeout|error<N>` after at
+/// most 1.5 s. args: HOST:PORT... (IPv6 as [ADDR]:PORT)
+const SCAN: &str = r#"
+import errno, select, socket, sys, time
+pending = {}
+for t in sys.argv[1:]:
+    host, port = t.rsplit(":", 1)
+    host = host.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex((host, int(port)))
+    pending[s] = t
+result = {}
+deadline = time.time() + 1.5
+while pending and time.time() < deadline:
+    _, w, _ = select.select([], list(pending), [], max(0.0, deadline - time.time()))
+    for s in w:
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        result[pending.pop(s)] = "open" if err == 0 else "refused" if err == errno.ECONNREFUSED else "error%d" % err
+for t in pending.values():
+    result[t] = "timeout"
+for t in sys.argv[1:]:
+    print(t, result[t])
+"#;
+
+/// Sends `keepstate-echo` to an echo service over udp or tcp and prints what came back:
+/// `echo <data>` or `timeout`. args: udp|tcp HOST PORT
+const ECHO: &str = r#"
+import socket, sys
+proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+if proto == "udp":
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    for _ in range(3):
+        s.sendto(b"keepstate-echo", (host, port))
+        try:
+            data, _ = s.recvfrom(100)
+            print("echo", data.decode())
+            sys.exit(0)
+        except socket.timeout:
+            pass
+    print("timeout")
+else:
+    s = socket.create_connection((host, port), timeout=3)
+    s.sendall(b"keepstate-echo")
+    print("echo", s.recv(100).decode())
+"#;
+
+/// A line of a `conntrack -L` listing holding every one of `parts`.
+fn has_entry(listing: &str, parts: &[&str]) -> bool {
+    listing.lines().any(|l| parts.iter().all(|p| l.contains(p)))
+}
+
+fn lan_to_wan(test: &str, router: Router) {
+    let Some(mut lab) = Lab::start(test, router, &[]) else {
+        return;
+    };
+    // HTTP through NAT: the internet sees the router's WAN address.
+    let o = lab.curl("lan1", "http://203.0.113.1/", &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: LAN -> WAN HTTP: {t}");
+    assert!(t.contains("server=wan client=203.0.113.2 "), "{test}: {t}");
+
+    // IPv6 is routed, not translated: the server sees the LAN host itself.
+    let o = lab.curl("lan1", "http://[2001:db8:fffe::1]/", &["-6", "-g"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: LAN -> WAN HTTP over IPv6: {t}");
+    assert!(
+        t.contains("server=wan client=2001:db8:1::10 "),
+        "{test}: {t}"
+    );
+
+    // Ping out, and the replies come back; also past the gateway, via the default route.
+    for dst in ["203.0.113.1", "198.51.100.1", "2001:db8:fffe::1"] {
+        let o = lab.exec("lan1", 8, &["ping", "-c", "2", "-i", "0.2", "-W", "2", dst]);
+        assert!(o.status.success(), "{test}: ping {dst}: {}", text(&o));
+    }
+
+    // UDP and TCP echo through NAT.
+    for proto in ["udp", "tcp"] {
+        let o = lab.python("lan1", ECHO, &[proto, "203.0.113.1", "7"]);
+        let t = text(&o);
+        assert!(
+            t.contains("echo keepstate-echo"),
+            "{test}: {proto} echo: {t}"
+        );
+    }
+
+    let listing = lab.connections();
+    assert!(
+        has_entry(
+            &listing,
+            &["src=192.168.1.10 ", "dst=203.0.113.1 ", "dport=80 "]
+        ),
+        "{test}: no entry for the HTTP connection in the connection table:\n{listing}"
+    );
+    assert!(
+        has_entry(
+            &listing,
+            &["src=2001:db8:1::10 ", "dst=2001:db8:fffe::1 ", "dport=80 "]
+        ),
+        "{test}: no entry for the IPv6 HTTP connection in the connection table:\n{listing}"
+    );
+}
+
+fn inbound_dropped(test: &str, router: Router) {
+    let Some(lab) = Lab::start(test, router, &[]) else {
+        return;
+    };
+    // The control: the WAN host does reach the router (the policy's Allow-Ping), so the
+    // silence below is the firewall's doing and not a broken lab.
+    let o = lab.exec("wan", 6, &["ping", "-c", "1", "-W", "2", "203.0.113.2"]);
+    assert!(
+        o.status.success(),
+        "{test}: wan -> router ping: {}",
+        text(&o)
+    );
+
+    // All at once, so the waits overlap.
+    let curl4 = lab
+        .command(
+            "wan",
+            6,
+            &["curl", "-sS", "--max-time", "2", "http://192.168.1.10/"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let curl6 = lab
+        .command(
+            "wan",
+            6,
+            &[
+                "curl",
+                "-sS",
+                "-g",
+                "--max-time",
+                "2",
+                "http://[2001:db8:1::10]/",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let targets = [
+        "203.0.113.2:22",
+        "203.0.113.2:23",
+        "203.0.113.2:53",
+        "203.0.113.2:80",
+        "203.0.113.2:443",
+        "203.0.113.2:8081",
+        "192.168.1.10:22",
+        "192.168.1.10:80",
+        "[2001:db8:fffe::2]:22",
+        "[2001:db8:fffe::2]:80",
+        "[2001:db8:1::10]:80",
+        "[2001:db8:1::10]:443",
+    ];
+    let scan = lab.python("wan", SCAN, &targets);
+    let scan = text(&scan);
+    for t in targets {
+        assert!(
+            scan.lines().any(|l| l == format!("{t} timeout")),
+            "{test}: port scan from wan got an answer (or none at all) from {t}:\n{scan}"
+        );
+    }
+    for (what, child) in [("IPv4", curl4), ("IPv6", curl6)] {
+        let o = child.wait_with_output().unwrap();
+        // 28: curl's timeout. A refusal (7) would mean something answered.
+        assert_eq!(
+            o.status.code(),
+            Some(28),
+            "{test}: unsolicited {what} connect from wan to lan1 was not silently dropped: {}",
+            text(&o)
+        );
+    }
+}
+
+fn icmp_errors(test: &str, router: Router) {
+    let Some(lab) = Lab::start(test, router, &["--wan-mtu", "1400"]) else {
+        return;
+    };
+    let probe = |dst: &str, port: &str, ttl: &str| {
+        let o = lab.python("lan1", PROBE, &[dst, port, ttl]);
+        text(&o)
+    };
+    // Traceroute's first hop: time exceeded (11/0, ICMPv6 3/0) from the router's LAN
+    // address.
+    let t = probe("203.0.113.1", "33434", "1");
+    assert!(
+        t.contains("icmp type=11 code=0 from=192.168.1.1 "),
+        "{test}: TTL 1: {t}"
+    );
+    let t = probe("2001:db8:fffe::1", "33434", "1");
+    assert!(
+        t.contains("icmp type=3 code=0 from=2001:db8:1::1 "),
+        "{test}: hop limit 1: {t}"
+    );
+    // A closed port on the internet: port unreachable comes back through NAT, translated
+    // to the LAN host's socket.
+    let t = probe("203.0.113.1", "33435", "64");
+    assert!(
+        t.contains("icmp type=3 code=3 from=203.0.113.1 "),
+        "{test}: closed port: {t}"
+    );
+    let t = probe("2001:db8:fffe::1", "33435", "64");
+    assert!(
+        t.contains("icmp type=1 code=4 from=2001:db8:fffe::1 "),
+        "{test}: closed port over IPv6: {t}"
+    );
+
+    // Path MTU: what fits the 1400-byte WAN link passes with DF; a full 1500-byte packet
+    // gets "fragmentation needed" (IPv6: "packet too big") saying 1400.
+    for (dst, fits, too_big) in [
+        ("203.0.113.1", "1372", "1472"),
+        ("2001:db8:fffe::1", "1352", "1452"),
+    ] {
+        let o = lab.exec(
+            "lan1",
+            6,
+            &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", fits, dst],
+        );
+        assert!(
+            o.status.success(),
+            "{test}: {fits}-byte ping to {dst}: {}",
+            text(&o)
+        );
+        let o = lab.exec(
+            "lan1",
+            6,
+            &[
+                "ping", "-c", "3", "-i", "0.3", "-W", "1", "-M", "do", "-s", too_big, dst,
+            ],
+        );
+        let t = text(&o).replace("mtu = ", "mtu=");
+        assert!(
+            t.contains("mtu=1400"),
+            "{test}: {too_big}-byte ping to {dst} with DF: no MTU 1400 report:\n{t}"
+        );
+    }
+}
+
+fn port_forward(test: &str, router: Router) {
+    let Some(lab) = Lab::start(test, router, &[]) else {
+        return;
+    };
+    // From the internet: reaches lan1's server, which sees the real client.
+    let o = lab.curl("wan", "http://203.0.113.2:8080/", &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: port forward from wan: {t}");
+    assert!(t.contains("server=lan1 client=203.0.113.1 "), "{test}: {t}");
+    // The forward is only for 203.0.113.1 (its `src_ip`): from the internet host's other
+    // address it is as closed as any other port.
+    let o = lab.exec(
+        "wan",
+        6,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "2",
+            "--interface",
+            "198.51.100.1",
+            "http://203.0.113.2:8080/",
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(28),
+        "{test}: port forward used from outside its src_ip: {}",
+        text(&o)
+    );
+    // From the LAN to the WAN address (reflection): reaches lan1 too, from the router's
+    // LAN address, so lan1's answers go back through the router and not straight to lan2.
+    let o = lab.curl("lan2", "http://203.0.113.2:8080/", &[]);
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: hairpin from lan2: {t}");
+    assert!(t.contains("server=lan1 client=192.168.1.1 "), "{test}: {t}");
+}
+
+#[test]
+fn kernel_lan_to_wan() {
+    lan_to_wan("kernel_lan_to_wan", Router::Kernel);
+}
+
+#[test]
+fn kernel_inbound_dropped() {
+    inbound_dropped("kernel_inbound_dropped", Router::Kernel);
+}
+
+#[test]
+fn kernel_icmp_errors() {
+    icmp_errors("kernel_icmp_errors", Router::Kernel);
+}
+
+#[test]
+fn kernel_port_forward() {
+    port_forward("kernel_port_forward", Router::Kernel);
+}
+
+#[test]
+fn keepstate_lan_to_wan() {
+    lan_to_wan("keepstate_lan_to_wan", Router::Keepstate);
+}
+
+#[test]
+fn keepstate_inbound_dropped() {
+    inbound_dropped("keepstate_inbound_dropped", Router::Keepstate);
+}
+
+#[test]
+fn keepstate_icmp_errors() {
+    icmp_errors("keepstate_icmp_errors", Router::Keepstate);
+}
+
+#[test]
+fn keepstate_port_forward() {
+    port_forward("keepstate_port_forward", Router::Keepstate);
+}

@@ -28,9 +28,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use keepstate_dataplane::linux::{if_info, set_up, IfInfo, Ring, RingConfig};
 use keepstate_dataplane::router::{Out, Port, Router, RouterConfig};
 use keepstate_engine::{listing, DropReason, Time};
-use keepstate_policy::model::IfaceId;
 use keepstate_policy::config;
 use keepstate_policy::firewall::Firewall;
+use keepstate_policy::model::IfaceId;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -263,10 +263,7 @@ impl Worker {
         }
         for (port, ring) in &mut self.rings {
             let port = *port;
-            let frames = out
-                .iter()
-                .filter(|&(p, _)| p == port)
-                .map(|(_, f)| f);
+            let frames = out.iter().filter(|&(p, _)| p == port).map(|(_, f)| f);
             if let Err(e) = ring.send(frames) {
                 eprintln!("keepstate: send: {e}");
             }
@@ -347,8 +344,8 @@ pub fn run(args: &Args) -> Result<()> {
     let mut all: Vec<Worker> = (0..workers).map(|_| Worker { rings: Vec::new() }).collect();
     for (i, info) in infos.iter().enumerate() {
         let iface = IfaceId::try_from(i).map_err(|_| anyhow!("too many interfaces"))?;
-        let group = u16::try_from((std::process::id().wrapping_add(info.ifindex)) & 0xffff)
-            .unwrap_or(0);
+        let group =
+            u16::try_from((std::process::id().wrapping_add(info.ifindex)) & 0xffff).unwrap_or(0);
         let cfg = RingConfig {
             fanout_group: (workers > 1).then_some(group),
             promiscuous: true,

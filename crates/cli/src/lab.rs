@@ -71,6 +71,9 @@ pub struct UpArgs {
     /// deletes). The daemon prints its connection table there when it stops.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Worker threads for `keepstate run` (its default: one per core).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -243,12 +246,15 @@ fn build(args: &UpArgs, state: &Path) -> Result<Lab> {
             Some(d) => PathBuf::from(d),
             None => std::env::current_exe().context("find this program")?,
         };
-        let argv = vec![
+        let mut argv = vec![
             exe.display().to_string(),
             "run".into(),
             "--config".into(),
             config.display().to_string(),
         ];
+        if let Some(n) = args.workers {
+            argv.extend(["--workers".into(), n.to_string()]);
+        }
         let child = proc::spawn_in(&topo::ns(p, "router"), &argv, &log)?;
         let pid = child.id();
         proc::record(state, "daemon", pid)?;
@@ -345,7 +351,14 @@ Try:
     );
     match lab.router {
         RouterKind::Kernel => println!("  ip netns exec {p}-router conntrack -L                    the kernel's connection table"),
-        RouterKind::Keepstate => println!("  (keepstate prints its connection table to its output when it stops)"),
+        RouterKind::Keepstate => match (&lab.daemon, &lab.log) {
+            (Some(d), Some(log)) => println!(
+                "  kill -USR1 {pid}; tail {log}   keepstate's connection table (conntrack -L)",
+                pid = d.id(),
+                log = log.display()
+            ),
+            _ => println!("  (keepstate prints its connection table to its output when it stops)"),
+        },
     }
     if foreground {
         println!("\nCtrl-C stops the lab and deletes its namespaces.");

@@ -15,7 +15,6 @@
 //!   every frame after the packet sockets have seen it, IPv6 off (no link-local address, no
 //!   kernel neighbour discovery), ARP answers off and forwarding off. All is undone on exit.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -294,12 +293,13 @@ pub fn run(args: &Args) -> Result<()> {
     let mut infos: Vec<IfInfo> = Vec::new();
     for f in &policy.interfaces {
         let info = if_info(&f.name).map_err(|e| anyhow!("{e}"))?;
-        let ours: BTreeSet<IpAddr> = f.addrs.iter().map(|n| n.addr).collect();
-        if let Some(a) = info.kernel_addrs.iter().find(|a| ours.contains(a)) {
+        if let Some(n) = f.addrs.iter().find(|n| info.kernel_addrs.contains(&n.addr)) {
             bail!(
                 "address conflict: {a} is keepstate's address on {name} (in {cfg}) and the \
-                 kernel's too; remove it from the kernel (`ip addr del {a}/... dev {name}`) so \
-                 only keepstate answers for it",
+                 kernel's too; remove it from the kernel (`ip addr del {a}/{len} dev {name}`) \
+                 so only keepstate answers for it",
+                a = n.addr,
+                len = n.len,
                 name = f.name,
                 cfg = args.config.display()
             );

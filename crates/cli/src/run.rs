@@ -228,8 +228,8 @@ impl Worker {
                 let port = *port;
                 let mut r = lock(router);
                 let now = clock.now();
-                let got = ring.recv(0, |frame| {
-                    r.handle(now, port, frame, &mut out);
+                let got = ring.recv(0, |frame, offload| {
+                    r.handle_offloaded(now, port, frame, offload, &mut out);
                 });
                 drop(r);
                 if let Err(e) = got {
@@ -262,8 +262,11 @@ impl Worker {
         }
         for (port, ring) in &mut self.rings {
             let port = *port;
-            let frames = out.iter().filter(|&(p, _)| p == port).map(|(_, f)| f);
-            if let Err(e) = ring.send(frames) {
+            let frames = out
+                .iter_mut()
+                .filter(|(p, _, _)| *p == port)
+                .map(|(_, f, o)| (f, o));
+            if let Err(e) = ring.send_offloaded(frames) {
                 eprintln!("keepstate: send: {e}");
             }
         }
@@ -444,8 +447,9 @@ fn print_table(r: &Router) {
 fn print_summary(r: &Router) {
     let s = r.stats();
     eprintln!(
-        "keepstate: forwarded {} packets, {} for the router itself",
-        s.forwarded, s.local
+        "keepstate: forwarded {} packets ({} of them TCP/UDP super-frames passed on whole, {} \
+         cut into segments here), {} for the router itself",
+        s.forwarded, s.gso_forwarded, s.gso_segmented, s.local
     );
     for reason in DropReason::ALL {
         let n = s.dropped.get(reason.index()).copied().unwrap_or(0);

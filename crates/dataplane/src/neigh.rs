@@ -32,6 +32,7 @@ use std::collections::{HashMap, VecDeque};
 use keepstate_engine::Time;
 use keepstate_policy::model::IfaceId;
 
+use crate::gso::Offload;
 use crate::router::Out;
 
 /// Neighbour-resolution settings; the defaults are Linux's.
@@ -178,6 +179,7 @@ type Key = (IfaceId, IpAddr);
 struct Waiting {
     key: Key,
     frame: Vec<u8>,
+    offload: Offload,
 }
 
 pub struct NeighCache {
@@ -306,10 +308,16 @@ impl NeighCache {
         }
     }
 
-    /// Queues a frame for a neighbour being resolved (its destination MAC is filled in when
-    /// it is released). Returns how many older frames it pushed out (to be counted as
+    /// Queues a frame (with its offload) for a neighbour being resolved (its destination
+    /// MAC is filled in when it is released). Returns how many older frames it pushed out (to be counted as
     /// dropped).
-    pub fn enqueue(&mut self, port: IfaceId, addr: IpAddr, frame: &[u8]) -> usize {
+    pub fn enqueue(
+        &mut self,
+        port: IfaceId,
+        addr: IpAddr,
+        frame: &[u8],
+        offload: Offload,
+    ) -> usize {
         let key = (port, addr);
         let mut dropped = 0;
         let per = self.cfg.queue_per_neighbour;
@@ -345,7 +353,11 @@ impl NeighCache {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(frame);
-        self.queue.push_back(Waiting { key, frame: buf });
+        self.queue.push_back(Waiting {
+            key,
+            frame: buf,
+            offload,
+        });
         dropped
     }
 
@@ -421,7 +433,7 @@ impl NeighCache {
             if let Some(d) = w.frame.get_mut(..6) {
                 d.copy_from_slice(&mac);
             }
-            out.push(port, &w.frame);
+            out.push_offloaded(port, &w.frame, w.offload);
             sent += 1;
             if pool.len() < cap {
                 pool.push(core::mem::take(&mut w.frame));

@@ -58,6 +58,22 @@
 //!   burst 100 by default, like Linux's `icmp_ratelimit`), except the firewall's own reject
 //!   answers, which its `reject_limit` bounds.
 //!
+//! # GSO super-frames
+//!
+//! [`Router::handle_offloaded`] takes a frame with its [`Offload`]: a GSO super-frame (up to
+//! 64 KiB standing for many segments, its transport checksum complete over the whole frame,
+//! as [`crate::gso::prepare_super`] leaves it) goes through the firewall as one packet
+//! (the engine counts one packet of the super-frame's bytes, and tracks the TCP sequence
+//! space it covers at once), gets its TTL decremented and its MACs set like any, and
+//! leaves as one frame with the same [`Offload`] for the egress port to segment
+//! ([`Out::iter_mut`]). The MTU check is on the segments, headers plus the segment size,
+//! as Linux's `skb_gso_validate_network_len`: when they fit, the super-frame goes whole;
+//! when they do not, an IPv4 packet with DF and every IPv6 one gets one "fragmentation
+//! needed"/"packet too big" for the whole super-frame (its sender cuts all its segments
+//! smaller), and an IPv4 one without DF is cut into its segments here, each then
+//! fragmented. An error about a super-frame quotes its start with the IP length of its
+//! first segment, which is what the sender put on the wire (or would have).
+//!
 //! # Packets for the router
 //!
 //! - An echo request to one of the router's unicast addresses is answered from that address
@@ -97,6 +113,7 @@ use keepstate_policy::model::{IfaceId, RejectCode};
 use keepstate_policy::reject;
 use keepstate_policy::ruleset::{Chain, Verdict};
 
+use crate::gso::{self, Gso, Offload, Segmenter};
 use crate::neigh::{Learn, Lookup, NeighCache, NeighbourView, Probe};
 pub use crate::neigh::{NeighConfig, NeighState};
 use packet::*;
@@ -144,12 +161,15 @@ impl RouterConfig {
 
 /// Frames to transmit, in one reusable buffer (no allocation per packet once warm).
 ///
-/// Each is a whole Ethernet frame without FCS. IP frames are as long as their packet (not
-/// padded to Ethernet's 60-byte minimum: the kernel or NIC pads); ARP frames are padded.
+/// Each is a whole Ethernet frame without FCS, with its [`Offload`]: a GSO super-frame
+/// (with a complete transport checksum) is to be sent as one GSO send. IP frames are as
+/// long as their packet (not padded to Ethernet's 60-byte minimum: the kernel or NIC pads);
+/// ARP frames are padded.
 #[derive(Clone, Debug, Default)]
 pub struct Out {
     buf: Vec<u8>,
-    frames: Vec<(IfaceId, usize, usize)>,
+    /// Port, start, end, offload; in buffer order, not overlapping.
+    frames: Vec<(IfaceId, usize, usize, Offload)>,
 }
 
 impl Out {
@@ -173,16 +193,50 @@ impl Out {
 
     /// Each frame with the port to send it from, in the order they were produced.
     pub fn iter(&self) -> impl Iterator<Item = (IfaceId, &[u8])> {
+        self.iter_offload().map(|(p, f, _)| (p, f))
+    }
+
+    /// Each frame with the port to send it from and its offload, in order.
+    pub fn iter_offload(&self) -> impl Iterator<Item = (IfaceId, &[u8], Offload)> {
         self.frames
             .iter()
-            .map(|&(p, s, e)| (p, self.buf.get(s..e).unwrap_or(&[])))
+            .map(|&(p, s, e, o)| (p, self.buf.get(s..e).unwrap_or(&[]), o))
+    }
+
+    /// [`Out::iter_offload`] with the frames writable: sending a super-frame rewrites its
+    /// checksum field (see [`crate::gso::tx_header`]).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (IfaceId, &mut [u8], Offload)> {
+        let mut rest: &mut [u8] = &mut self.buf;
+        // Where `rest` starts in `buf`.
+        let mut at = 0usize;
+        self.frames.iter().map(move |&(p, s, e, o)| {
+            let r = core::mem::take(&mut rest);
+            match s.checked_sub(at).zip(e.checked_sub(s)) {
+                Some((skip, len)) if skip.saturating_add(len) <= r.len() => {
+                    let (frame, r) = r.split_at_mut(skip + len);
+                    rest = r;
+                    at = e;
+                    (p, frame.get_mut(skip..).unwrap_or_default(), o)
+                }
+                // Frames are appended in order, so this is not reached.
+                _ => {
+                    rest = r;
+                    (p, Default::default(), o)
+                }
+            }
+        })
     }
 
     /// Appends a frame to send from `port`.
     pub fn push(&mut self, port: IfaceId, frame: &[u8]) {
+        self.push_offloaded(port, frame, Offload::NONE);
+    }
+
+    /// Appends a frame to send from `port` with its offload.
+    pub fn push_offloaded(&mut self, port: IfaceId, frame: &[u8], offload: Offload) {
         let start = self.buf.len();
         self.buf.extend_from_slice(frame);
-        self.frames.push((port, start, self.buf.len()));
+        self.frames.push((port, start, self.buf.len(), offload));
     }
 }
 
@@ -231,6 +285,12 @@ pub struct RouterStats {
     pub rejects_sent: u64,
     /// IPv4 fragments sent for packets larger than the egress MTU.
     pub fragments_sent: u64,
+    /// GSO super-frames sent whole at once (counted in `forwarded` too; not those that
+    /// waited for a neighbour).
+    pub gso_forwarded: u64,
+    /// GSO super-frames cut into segments here because the segments did not fit the
+    /// egress MTU.
+    pub gso_segmented: u64,
 }
 
 impl Default for RouterStats {
@@ -250,6 +310,8 @@ impl Default for RouterStats {
             echo_replies_sent: 0,
             rejects_sent: 0,
             fragments_sent: 0,
+            gso_forwarded: 0,
+            gso_segmented: 0,
         }
     }
 }
@@ -414,6 +476,8 @@ pub struct Router {
     tx: Vec<u8>,
     /// Fragments and other scratch.
     scratch: Vec<u8>,
+    /// Cuts super-frames whose segments do not fit the egress MTU.
+    segmenter: Segmenter,
     probes: Vec<Probe>,
 }
 
@@ -465,6 +529,7 @@ impl Router {
             orig: Vec::new(),
             tx: Vec::new(),
             scratch: Vec::new(),
+            segmenter: Segmenter::default(),
             probes: Vec::new(),
         }
     }
@@ -511,7 +576,25 @@ impl Router {
     /// One frame received on `port` at `now`. May rewrite `frame` in place (NAT, TTL).
     /// Frames to send are appended to `out`.
     pub fn handle(&mut self, now: Time, port: IfaceId, frame: &mut [u8], out: &mut Out) -> Handled {
-        let h = self.receive(now, port, frame, out);
+        self.handle_offloaded(now, port, frame, Offload::NONE, out)
+    }
+
+    /// [`Router::handle`] for a frame with its [`Offload`]: a GSO super-frame is judged,
+    /// translated and forwarded as one packet (see the module documentation). An offload
+    /// that does not match the frame's headers is ignored (the frame is then an ordinary,
+    /// oversized one).
+    pub fn handle_offloaded(
+        &mut self,
+        now: Time,
+        port: IfaceId,
+        frame: &mut [u8],
+        offload: Offload,
+        out: &mut Out,
+    ) -> Handled {
+        let gso = offload
+            .gso
+            .filter(|g| gso::segment_ip_len(frame, *g).is_some());
+        let h = self.receive(now, port, frame, gso, out);
         match h {
             Handled::Forwarded { .. } => self.stats.forwarded += 1,
             Handled::Queued => self.stats.queued += 1,
@@ -537,7 +620,14 @@ impl Router {
         self.probes = probes;
     }
 
-    fn receive(&mut self, now: Time, port: IfaceId, frame: &mut [u8], out: &mut Out) -> Handled {
+    fn receive(
+        &mut self,
+        now: Time,
+        port: IfaceId,
+        frame: &mut [u8],
+        gso: Option<Gso>,
+        out: &mut Out,
+    ) -> Handled {
         let dropped = |reason| Handled::Dropped {
             reason,
             decision: None,
@@ -574,7 +664,7 @@ impl Router {
                 if ethertype == ETHERTYPE_IPV6 && nd_type(ip).is_some() {
                     return self.nd(now, pi, src, frame, out);
                 }
-                self.ip(now, pi, src, unicast, frame, out)
+                self.ip(now, pi, src, unicast, frame, gso, out)
             }
             // Tagged frames are for the daemon to split into ports (see the module doc).
             ETHERTYPE_VLAN | ETHERTYPE_QINQ => dropped(DropReason::NotForUs),
@@ -803,8 +893,36 @@ impl Router {
         self.stats.forwarded += u64::try_from(n).unwrap_or(0);
     }
 
+    /// Keeps the start of the packet in `frame` (as it arrived) for an error to quote. A
+    /// super-frame is quoted as its first segment: the IP length is that segment's.
+    fn keep_quote(&mut self, frame: &[u8], before: &IpInfo, gso: Option<Gso>) {
+        let max = if before.v4 {
+            ICMP_MAX_LEN - 28
+        } else {
+            ICMPV6_MAX_LEN - 48
+        };
+        let ip = frame.get(ETH_LEN..ETH_LEN + before.len).unwrap_or(&[]);
+        self.orig
+            .extend_from_slice(ip.get(..max.min(ip.len())).unwrap_or(&[]));
+        let Some(first) = gso.and_then(|g| gso::segment_ip_len(frame, g)) else {
+            return;
+        };
+        let Ok(first) = u16::try_from(first) else {
+            return;
+        };
+        if before.v4 {
+            if let Some(l) = self.orig.get_mut(2..4) {
+                l.copy_from_slice(&first.to_be_bytes());
+            }
+            ipv4_checksum(&mut self.orig);
+        } else if let Some(l) = self.orig.get_mut(4..6) {
+            l.copy_from_slice(&first.saturating_sub(40).to_be_bytes());
+        }
+    }
+
     // --- IP -------------------------------------------------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     fn ip(
         &mut self,
         now: Time,
@@ -812,6 +930,7 @@ impl Router {
         eth_src: [u8; 6],
         eth_unicast: bool,
         frame: &mut [u8],
+        gso: Option<Gso>,
         out: &mut Out,
     ) -> Handled {
         let iface = self.iface_of(pi);
@@ -831,15 +950,11 @@ impl Router {
         }
         // Keep the packet as sent while an error may have to quote it.
         self.orig.clear();
-        if before.ttl <= 1 || before.len > self.min_mtu {
-            let max = if before.v4 {
-                ICMP_MAX_LEN - 28
-            } else {
-                ICMPV6_MAX_LEN - 48
-            };
-            let ip = frame.get(ETH_LEN..ETH_LEN + before.len).unwrap_or(&[]);
-            self.orig
-                .extend_from_slice(ip.get(..max.min(ip.len())).unwrap_or(&[]));
+        let wire_len = gso
+            .and_then(|g| gso::segment_ip_len(frame, g))
+            .unwrap_or(before.len);
+        if before.ttl <= 1 || wire_len > self.min_mtu {
+            self.keep_quote(frame, &before, gso);
         }
         let len = frame.len();
         let d =
@@ -885,7 +1000,7 @@ impl Router {
         };
         match chain {
             Some(Chain::Forward) => {
-                self.forward(now, pi, eth_src, eth_unicast, &before, frame, d, out)
+                self.forward(now, pi, eth_src, eth_unicast, &before, frame, gso, d, out)
             }
             Some(Chain::Input) => self.local(now, eth_unicast, frame, d, out),
             _ => Handled::Dropped {
@@ -929,6 +1044,7 @@ impl Router {
         eth_unicast: bool,
         before: &IpInfo,
         frame: &mut [u8],
+        gso: Option<Gso>,
         d: Decision,
         out: &mut Out,
     ) -> Handled {
@@ -979,7 +1095,7 @@ impl Router {
                     0,
                 ]
             };
-            self.keep_orig(frame, before, d.translated);
+            self.keep_orig(frame, before, gso, d.translated);
             self.icmp_error(now, pi, eth_src, eth_unicast, head, out);
             return dropped(DropReason::NoRoute);
         };
@@ -987,7 +1103,12 @@ impl Router {
             .ports
             .get(egress)
             .map_or(1500, |p| usize::from(p.port.mtu));
-        if now_info.len > mtu && (now_info.df || !now_info.v4) {
+        let whole = frame.get(..ETH_LEN + now_info.len).unwrap_or(&[]);
+        let seg_len = gso.and_then(|g| gso::segment_ip_len(whole, g));
+        let gso = gso.filter(|_| seg_len.is_some());
+        // A super-frame leaves as its segments: those are what must fit.
+        let wire_len = seg_len.unwrap_or(now_info.len);
+        if wire_len > mtu && (now_info.df || !now_info.v4) {
             let head = if now_info.v4 {
                 let [m0, m1] = u16::try_from(mtu).unwrap_or(u16::MAX).to_be_bytes();
                 [ICMP_DEST_UNREACH, 4, 0, 0, 0, 0, m0, m1]
@@ -1005,7 +1126,7 @@ impl Router {
         let Some(frame) = frame.get_mut(..ETH_LEN + now_info.len) else {
             return dropped(DropReason::Truncated);
         };
-        match self.transmit(now, egress, hop, frame, out) {
+        match self.transmit(now, egress, hop, frame, gso, out) {
             Ok(Tx::Sent) => Handled::Forwarded {
                 out: self.iface_of(egress),
                 decision: d,
@@ -1017,18 +1138,11 @@ impl Router {
 
     /// Keeps the start of the packet as it arrived, when not kept already and still as it
     /// arrived (a translated packet gets no error rather than one leaking the translation).
-    fn keep_orig(&mut self, frame: &[u8], before: &IpInfo, translated: bool) {
+    fn keep_orig(&mut self, frame: &[u8], before: &IpInfo, gso: Option<Gso>, translated: bool) {
         if !self.orig.is_empty() || translated {
             return;
         }
-        let max = if before.v4 {
-            ICMP_MAX_LEN - 28
-        } else {
-            ICMPV6_MAX_LEN - 48
-        };
-        let ip = frame.get(ETH_LEN..ETH_LEN + before.len).unwrap_or(&[]);
-        self.orig
-            .extend_from_slice(ip.get(..max.min(ip.len())).unwrap_or(&[]));
+        self.keep_quote(frame, before, gso);
     }
 
     /// Sends an ICMP error about the kept packet back to its sender, when one may be sent.
@@ -1091,19 +1205,30 @@ impl Router {
 
     /// Sends a frame whose IP packet is ready (TTL done) towards `hop` out of port `egress`:
     /// fragmented when longer than the port's MTU (the caller has checked it may be), with
-    /// the MACs filled in, or queued until the neighbour is resolved.
+    /// the MACs filled in, or queued until the neighbour is resolved. A super-frame (`gso`)
+    /// goes whole when its segments fit the MTU, else is cut into them, each sent (and
+    /// fragmented) like any frame.
     fn transmit(
         &mut self,
         now: Time,
         egress: usize,
         hop: IpAddr,
         frame: &mut [u8],
+        gso: Option<Gso>,
         out: &mut Out,
     ) -> Result<Tx, DropReason> {
         let Some(p) = self.ports.get(egress) else {
             return Err(DropReason::NoRoute);
         };
         let (mac, iface, mtu) = (p.port.mac, p.port.iface, usize::from(p.port.mtu));
+        let gso = match (gso, gso.and_then(|g| gso::segment_ip_len(frame, g))) {
+            // Checked by the caller: the segments may be fragmented.
+            (Some(g), Some(len)) if len > mtu => {
+                return self.transmit_segments(now, egress, hop, frame, g, out)
+            }
+            (Some(g), Some(_)) => Some(g),
+            _ => None,
+        };
         let ethertype = u16_at(frame, 12).unwrap_or(0);
         write_eth(frame, [0; 6], mac, ethertype);
         let ip_len = frame.len().saturating_sub(ETH_LEN);
@@ -1115,8 +1240,8 @@ impl Router {
         if let Some(p) = probe {
             self.solicit(p, out);
         }
-        if ip_len <= mtu {
-            return self.deliver(lookup, iface, hop, frame, out);
+        if ip_len <= mtu || gso.is_some() {
+            return self.deliver(lookup, iface, hop, frame, Offload { gso }, out);
         }
         let (Some(eth), Some(ip)) = (frame.get(..ETH_LEN), frame.get(ETH_LEN..)) else {
             return Err(DropReason::Truncated);
@@ -1132,7 +1257,7 @@ impl Router {
             let r = match lookup {
                 Lookup::Known(m, _) => {
                     out.push(iface, f);
-                    if let Some((_, s, _)) = out.frames.last() {
+                    if let Some((_, s, _, _)) = out.frames.last() {
                         let s = *s;
                         if let Some(d) = out.buf.get_mut(s..s + 6) {
                             d.copy_from_slice(&m);
@@ -1141,7 +1266,7 @@ impl Router {
                     Ok(Tx::Sent)
                 }
                 Lookup::Resolving(_) => {
-                    let pushed = self.neigh.enqueue(iface, hop, f);
+                    let pushed = self.neigh.enqueue(iface, hop, f, Offload::NONE);
                     self.stats.drop(
                         DropReason::NeighbourUnresolved,
                         u64::try_from(pushed).unwrap_or(0),
@@ -1163,12 +1288,43 @@ impl Router {
         result
     }
 
+    /// Cuts a super-frame whose segments are too long for the egress port into them and
+    /// sends each (fragmented) like any frame.
+    fn transmit_segments(
+        &mut self,
+        now: Time,
+        egress: usize,
+        hop: IpAddr,
+        frame: &[u8],
+        gso: Gso,
+        out: &mut Out,
+    ) -> Result<Tx, DropReason> {
+        let mut segmenter = core::mem::take(&mut self.segmenter);
+        let mut result: Result<Tx, DropReason> = Err(DropReason::PacketTooBig);
+        let done = segmenter.segment_gso(frame, gso, |seg| {
+            let r = self.transmit(now, egress, hop, seg, None, out);
+            result = match (&result, r) {
+                (Ok(Tx::Sent), _) | (_, Ok(Tx::Sent)) => Ok(Tx::Sent),
+                (_, r) => r,
+            };
+        });
+        self.segmenter = segmenter;
+        match done {
+            Ok(_) => {
+                self.stats.gso_segmented += 1;
+                result
+            }
+            Err(_) => Err(DropReason::Truncated),
+        }
+    }
+
     fn deliver(
         &mut self,
         lookup: Lookup,
         iface: IfaceId,
         hop: IpAddr,
         frame: &mut [u8],
+        offload: Offload,
         out: &mut Out,
     ) -> Result<Tx, DropReason> {
         match lookup {
@@ -1176,11 +1332,12 @@ impl Router {
                 if let Some(d) = frame.get_mut(..6) {
                     d.copy_from_slice(&m);
                 }
-                out.push(iface, frame);
+                self.stats.gso_forwarded += u64::from(offload.gso.is_some());
+                out.push_offloaded(iface, frame, offload);
                 Ok(Tx::Sent)
             }
             Lookup::Resolving(_) => {
-                let pushed = self.neigh.enqueue(iface, hop, frame);
+                let pushed = self.neigh.enqueue(iface, hop, frame, offload);
                 self.stats.drop(
                     DropReason::NeighbourUnresolved,
                     u64::try_from(pushed).unwrap_or(0),
@@ -1210,7 +1367,7 @@ impl Router {
         let frame = tx
             .get_mut(..ETH_LEN + info.len)
             .ok_or(DropReason::Truncated)?;
-        self.transmit(now, egress, hop, frame, out)
+        self.transmit(now, egress, hop, frame, None, out)
     }
 
     /// Sends a packet the router originates (in `self.tx`, a whole frame) through the

@@ -18,6 +18,7 @@ use etherparse::{
     EtherType, Ethernet2Header, LinkExtHeader, NetHeaders, PacketBuilder, PacketHeaders,
     PayloadSlice, TcpOptionElement, TransportHeader, VlanId,
 };
+use keepstate_dataplane::gso::{prepare_super, segment_ip_len, tx_header, Gso, GsoKind, Offload};
 use keepstate_dataplane::linux::{
     if_info, kernel_addresses, set_up, IfInfo, IoErrorKind, OffloadError, Ring, RingConfig,
     Segmenter, VnetHdr,
@@ -834,6 +835,235 @@ fn ring_without_cap_net_raw_says_what_is_missing() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Super-frames kept whole (no root needed).
+
+/// Makes the IPv4 header checksum right again after a test changed the header.
+fn fix_ipv4_checksum(frame: &mut [u8], nh: usize) {
+    let (h, _) = etherparse::Ipv4Header::from_slice(&frame[nh..]).unwrap();
+    let c = h.calc_header_checksum();
+    frame[nh + 10..nh + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The super-frames the kernel hands over (partial checksum, as `tcp_super`/`udp_super`
+/// build them, IPv4 header checksum valid), with the kind and size they stand for.
+fn kernel_supers() -> Vec<(String, Super, Gso)> {
+    let mut v = Vec::new();
+    for (v6, vlan, ecn) in [
+        (false, None, false),
+        (true, None, false),
+        (false, Some(7), false),
+        (true, Some(7), true),
+        (false, None, true),
+    ] {
+        let mut s = tcp_super(
+            v6,
+            vlan,
+            &payload_pattern(10_000, 3),
+            0xffff_f000,
+            1448,
+            ecn,
+        );
+        if !v6 {
+            fix_ipv4_checksum(&mut s.frame, if vlan.is_some() { 18 } else { 14 });
+        }
+        let kind = if v6 { GsoKind::TcpV6 } else { GsoKind::TcpV4 };
+        v.push((
+            format!("tcp v6={v6} vlan={vlan:?} ecn={ecn}"),
+            s,
+            Gso { kind, size: 1448 },
+        ));
+    }
+    for (v6, vlan) in [(false, None), (true, None), (false, Some(9))] {
+        let s = udp_super(v6, vlan, &payload_pattern(6_000, 5), 1200);
+        let g = Gso {
+            kind: GsoKind::UdpL4,
+            size: 1200,
+        };
+        v.push((format!("udp v6={v6} vlan={vlan:?}"), s, g));
+    }
+    v
+}
+
+#[test]
+fn super_frames_are_kept_whole_with_their_checksum_completed() {
+    for (what, mut s, gso) in kernel_supers() {
+        let payload = parse_payload_unchecked(&s.frame);
+        let off = prepare_super(&s.hdr, &mut s.frame).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(off, Offload { gso: Some(gso) }, "{what}");
+        // etherparse verifies the transport checksum over the whole super-frame.
+        let p = parse_checked(&s.frame);
+        assert_eq!(p.payload, payload, "{what}: payload untouched");
+    }
+}
+
+/// The payload etherparse sees, without checking checksums (a partial one is not valid).
+fn parse_payload_unchecked(frame: &[u8]) -> Vec<u8> {
+    match PacketHeaders::from_ethernet_slice(frame).unwrap().payload {
+        PayloadSlice::Tcp(p) | PayloadSlice::Udp(p) => p.to_vec(),
+        other => panic!("not TCP/UDP: {other:?}"),
+    }
+}
+
+#[test]
+fn super_frame_checksums_are_computed_when_the_field_holds_no_partial_sum() {
+    for (what, mut s, gso) in kernel_supers() {
+        // CHECKSUM_UNNECESSARY from the kernel: the field is not to be trusted.
+        s.hdr.flags = VnetHdr::F_DATA_VALID;
+        let l4 = usize::from(s.hdr.csum_start) + usize::from(s.hdr.csum_offset);
+        s.frame[l4..l4 + 2].copy_from_slice(&[0xde, 0xad]);
+        assert_eq!(
+            prepare_super(&s.hdr, &mut s.frame).unwrap(),
+            Offload { gso: Some(gso) },
+            "{what}"
+        );
+        parse_checked(&s.frame);
+    }
+}
+
+#[test]
+fn a_super_frame_of_one_segment_is_an_ordinary_frame() {
+    let mut s = tcp_super(false, None, &payload_pattern(1000, 1), 1, 1448, false);
+    fix_ipv4_checksum(&mut s.frame, 14);
+    assert_eq!(prepare_super(&s.hdr, &mut s.frame).unwrap(), Offload::NONE);
+    assert_eq!(parse_checked(&s.frame).payload.len(), 1000);
+}
+
+#[test]
+fn super_frames_whose_lengths_do_not_describe_them_are_not_kept_whole() {
+    // BIG TCP leaves the IPv4 total length 0; a UDP length that disagrees is as bad.
+    let mut s = tcp_super(false, None, &payload_pattern(10_000, 1), 1, 1448, false);
+    s.frame[16..18].copy_from_slice(&[0, 0]);
+    let before = s.frame.clone();
+    assert!(prepare_super(&s.hdr, &mut s.frame).is_err());
+    assert_eq!(s.frame, before, "untouched");
+    // The ring segments it instead; the segmenter rewrites every length.
+    let segs = run_segmenter(&mut Segmenter::new(), &mut s).unwrap();
+    assert_eq!(segs.len(), 7);
+    for f in &segs {
+        parse_checked(f);
+    }
+
+    let mut u = udp_super(true, None, &payload_pattern(6_000, 1), 1200);
+    u.frame[14 + 40 + 4..14 + 40 + 6].copy_from_slice(&1208u16.to_be_bytes());
+    assert!(prepare_super(&u.hdr, &mut u.frame).is_err());
+    // Bad metadata is refused as by the segmenter.
+    let mut t = tcp_super(false, None, &payload_pattern(10_000, 1), 1, 1448, false);
+    t.hdr.gso_size = 0;
+    assert!(prepare_super(&t.hdr, &mut t.frame).is_err());
+    t.hdr.gso_size = 1448;
+    t.hdr.gso_type = VnetHdr::GSO_TCPV6;
+    assert!(prepare_super(&t.hdr, &mut t.frame).is_err());
+    t.hdr.gso_type = VnetHdr::GSO_UDP;
+    assert!(prepare_super(&t.hdr, &mut t.frame).is_err());
+}
+
+#[test]
+fn the_tx_header_is_what_the_kernel_gave_and_the_checksum_partial_again() {
+    // A super-frame kept whole and sent on unchanged must go out as it came in: the
+    // kernel's own virtio-net header and partial checksum (`tcp_super` builds them as a
+    // GSO skb has them, independently of the code under test).
+    for (what, s, gso) in kernel_supers() {
+        let mut frame = s.frame.clone();
+        prepare_super(&s.hdr, &mut frame).unwrap();
+        let full = frame.clone();
+        let hdr = tx_header(&mut frame, gso).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut want = s.hdr;
+        // The kernel's hdr_len is a hint; ours covers exactly the headers.
+        want.hdr_len = hdr.hdr_len;
+        assert_eq!(hdr, want, "{what}");
+        assert_eq!(
+            frame, s.frame,
+            "{what}: checksum field holds the pseudo-header sum"
+        );
+        let nh = if frame[12..14] == [0x81, 0x00] {
+            18
+        } else {
+            14
+        };
+        let th_len = if gso.kind == GsoKind::UdpL4 {
+            8
+        } else {
+            usize::from(frame[usize::from(hdr.csum_start) + 12] >> 4) * 4
+        };
+        assert_eq!(
+            usize::from(hdr.hdr_len),
+            usize::from(hdr.csum_start) + th_len,
+            "{what}"
+        );
+        assert_eq!(
+            segment_ip_len(&full, gso),
+            Some(usize::from(hdr.csum_start) + th_len - nh + usize::from(gso.size)),
+            "{what}"
+        );
+        // What the kernel does with it when the device cannot checksum: complete it.
+        keepstate_dataplane::gso::complete_checksum(&mut frame, hdr.csum_start, hdr.csum_offset)
+            .unwrap();
+        assert_eq!(
+            frame, full,
+            "{what}: completing the partial sum gives the full checksum"
+        );
+    }
+}
+
+#[test]
+fn the_tx_header_follows_translated_addresses() {
+    // After NAT the pseudo-header sum is the new addresses': rewrite the source (fixing
+    // the checksums as a translator would, here by rebuilding) and compare.
+    let payload = payload_pattern(5_000, 9);
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([203, 0, 113, 2], V4_B, 63)
+        .tcp(61_000, 443, 5, 100)
+        .ack(1)
+        .write(&mut frame, &payload)
+        .unwrap();
+    let gso = Gso {
+        kind: GsoKind::TcpV4,
+        size: 1000,
+    };
+    let hdr = tx_header(&mut frame, gso).unwrap();
+    assert_eq!(
+        (
+            hdr.flags,
+            hdr.gso_type,
+            hdr.hdr_len,
+            hdr.gso_size,
+            hdr.csum_start,
+            hdr.csum_offset
+        ),
+        (VnetHdr::F_NEEDS_CSUM, VnetHdr::GSO_TCPV4, 54, 1000, 34, 16)
+    );
+    let want = pseudo_sum(&[203, 0, 113, 2], &V4_B, 6, 20 + 5_000);
+    assert_eq!(&frame[50..52], &want.to_be_bytes());
+    // Headers that do not match the kind are refused.
+    let mut f2 = frame.clone();
+    assert!(tx_header(
+        &mut f2,
+        Gso {
+            kind: GsoKind::TcpV6,
+            size: 1000
+        }
+    )
+    .is_err());
+    assert!(tx_header(
+        &mut f2,
+        Gso {
+            kind: GsoKind::UdpL4,
+            size: 1000
+        }
+    )
+    .is_err());
+    assert!(tx_header(
+        &mut f2,
+        Gso {
+            kind: GsoKind::TcpV4,
+            size: 0
+        }
+    )
+    .is_err());
+}
+
+// ---------------------------------------------------------------------------------------
 // Root tests: veth pairs in namespaces.
 
 fn ip(args: &[&str]) {
@@ -936,7 +1166,7 @@ fn collect(
     let deadline = Instant::now() + dur;
     let mut got = Vec::new();
     while got.len() < want && Instant::now() < deadline {
-        ring.recv(20, |f| {
+        ring.recv(20, |f, _| {
             if keep(f) {
                 got.push(f.to_vec());
             }
@@ -1094,13 +1324,13 @@ fn fanout_group_shares_an_interface() {
     let mut got2 = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     while got1.len() + got2.len() < frames.len() && Instant::now() < deadline {
-        rb1.recv(10, |f| {
+        rb1.recv(10, |f, _| {
             if is_udp(f) {
                 got1.push(f.to_vec())
             }
         })
         .unwrap();
-        rb2.recv(10, |f| {
+        rb2.recv(10, |f, _| {
             if is_udp(f) {
                 got2.push(f.to_vec())
             }
@@ -1158,7 +1388,12 @@ impl Pair {
         let (ring, ring_info) = in_netns(&rns, || {
             set_up(&b).unwrap();
             let info = if_info(&b).unwrap();
-            (Ring::open(&info, &RingConfig::default()).unwrap(), info)
+            // These tests are about segmentation on receive.
+            let cfg = RingConfig {
+                gso_passthrough: false,
+                ..RingConfig::default()
+            };
+            (Ring::open(&info, &cfg).unwrap(), info)
         });
         let mac = ring_info
             .mac
@@ -1257,7 +1492,7 @@ fn tcp_transfer(test: &str, tag: char, v6: bool) {
         let mut ts_val = 0u32;
         while contiguous < total && Instant::now() < deadline {
             let mut batch = Vec::new();
-            ring.recv(10, |f| batch.push(f.to_vec())).unwrap();
+            ring.recv(10, |f, _| batch.push(f.to_vec())).unwrap();
             let mut reply = false;
             for f in batch {
                 let Ok(h) = PacketHeaders::from_ethernet_slice(&f) else {
@@ -1452,4 +1687,219 @@ fn udp_gso_from_a_kernel_becomes_datagrams() {
     eprintln!("{test}: {st:?}");
     assert!(st.gso_segmented >= 2, "{st:?}");
     assert_eq!(st.bad_offload_drops, 0);
+}
+
+/// Two namespaces joined through a third where two rings bridge every frame (a userspace
+/// forwarding loop): `c` (10.97.0.1, fd97::1) -- veth -- [x  rings  y] -- veth -- `s`
+/// (10.97.0.2, fd97::2). The rings keep GSO super-frames whole and send them on as GSO
+/// frames with [`Ring::send_offloaded`].
+struct Bridge {
+    _guard: Netns,
+    client_ns: String,
+    server_ns: String,
+    x: Ring,
+    y: Ring,
+}
+
+impl Bridge {
+    /// `kernel_checksums`: `y` loses its checksum offload (`ethtool -K y tx off`), so the
+    /// kernel segments the super-frames sent there in software and computes every
+    /// segment's checksum from the partial sum we leave, and `s` loses receive checksum
+    /// offload, so the server's TCP verifies them: a wrong partial sum stalls the transfer.
+    fn new(test: &str, tag: char, kernel_checksums: bool) -> Option<Bridge> {
+        let pid = std::process::id();
+        let (cns, rns, sns) = (
+            format!("ksio-{pid}-{tag}-c"),
+            format!("ksio-{pid}-{tag}-r"),
+            format!("ksio-{pid}-{tag}-s"),
+        );
+        let (c, x, y, s) = (
+            format!("ksio{pid}{tag}c"),
+            format!("ksio{pid}{tag}x"),
+            format!("ksio{pid}{tag}y"),
+            format!("ksio{pid}{tag}s"),
+        );
+        let guard = Netns::new(test, &[cns.clone(), rns.clone(), sns.clone()])?;
+        ip(&[
+            "-n", &rns, "link", "add", &x, "type", "veth", "peer", "name", &c, "netns", &cns,
+        ]);
+        ip(&[
+            "-n", &rns, "link", "add", &y, "type", "veth", "peer", "name", &s, "netns", &sns,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&cns, &c, "10.97.0.1/24", "fd97::1/64"),
+            (&sns, &s, "10.97.0.2/24", "fd97::2/64"),
+        ] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        if kernel_checksums {
+            // veth marks frames without a checksum to finish as verified unless the
+            // receiving end lacks receive checksum offload: `s` must check them itself.
+            for (ns, dev, dir) in [(&rns, &y, "tx"), (&sns, &s, "rx")] {
+                let st = Command::new("ip")
+                    .args(["netns", "exec", ns, "ethtool", "-K", dev, dir, "off"])
+                    .output()
+                    .expect("run ethtool");
+                assert!(
+                    st.status.success(),
+                    "ethtool -K {dev} {dir} off: {}",
+                    String::from_utf8_lossy(&st.stderr)
+                );
+            }
+        }
+        let (rx, ry) = in_netns(&rns, || {
+            let open = |name: &str| {
+                set_up(name).unwrap();
+                Ring::open(&if_info(name).unwrap(), &RingConfig::default()).unwrap()
+            };
+            (open(&x), open(&y))
+        });
+        Some(Bridge {
+            _guard: guard,
+            client_ns: cns,
+            server_ns: sns,
+            x: rx,
+            y: ry,
+        })
+    }
+}
+
+/// A TCP transfer from `c` to `s` through the bridge: the stream must arrive intact, and
+/// the client's TSO super-frames must have crossed the rings whole.
+fn gso_through_a_ring_bridge(test: &str, tag: char, v6: bool, kernel_checksums: bool) {
+    let Some(mut br) = Bridge::new(test, tag, kernel_checksums) else {
+        return;
+    };
+    let data = payload_pattern(8 << 20, 0x77);
+    let server: std::net::SocketAddr = if v6 {
+        "[fd97::2]:5003".parse().unwrap()
+    } else {
+        "10.97.0.2:5003".parse().unwrap()
+    };
+    let listener = in_netns(&br.server_ns, || {
+        let l = std::net::TcpListener::bind(server).unwrap();
+        l.set_nonblocking(true).unwrap();
+        l
+    });
+    let stop = AtomicBool::new(false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut received, mut written) = (Vec::new(), 0usize);
+    std::thread::scope(|sc| {
+        let (x, y) = (&mut br.x, &mut br.y);
+        let stop = &stop;
+        let forwarder = sc.spawn(move || {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                x.recv(1, |f, o| {
+                    y.send_offloaded(std::iter::once((f, o))).unwrap();
+                })
+                .unwrap();
+                y.recv(1, |f, o| {
+                    x.send_offloaded(std::iter::once((f, o))).unwrap();
+                })
+                .unwrap();
+            }
+        });
+        let client = sc.spawn(|| {
+            enter_then(&br.client_ns, || {
+                use std::io::Write;
+                let mut c =
+                    std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).unwrap();
+                c.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+                let mut w = 0;
+                while w < data.len() && Instant::now() < deadline {
+                    match c.write(&data[w..]) {
+                        Ok(n) => w += n,
+                        Err(_) => break,
+                    }
+                }
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                w
+            })
+        });
+        // Accepted and read here: the socket lives in the server's namespace already.
+        let mut conn = None;
+        while conn.is_none() && Instant::now() < deadline {
+            match listener.accept() {
+                Ok((s, _)) => conn = Some(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        if let Some(mut s) = conn {
+            use std::io::Read;
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            while Instant::now() < deadline {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+        written = client.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        forwarder.join().unwrap();
+    });
+    let (sx, sy) = (br.x.stats(), br.y.stats());
+    eprintln!(
+        "{test}: written {written}, received {}\n  x: {sx:?}\n  y: {sy:?}",
+        received.len()
+    );
+    assert_eq!(written, data.len(), "the client wrote everything in time");
+    assert!(received == data, "the stream arrives intact and whole");
+    assert!(
+        sx.gso_passed > 0,
+        "super-frames were received whole: {sx:?}"
+    );
+    assert!(sy.gso_sent > 0, "super-frames were sent whole: {sy:?}");
+    assert_eq!(sy.gso_sent, sx.gso_passed, "every one received was sent on");
+    assert_eq!(
+        sx.send_rejected + sy.send_rejected,
+        0,
+        "the kernel took every send"
+    );
+    assert_eq!(sx.bad_offload_drops + sy.bad_offload_drops, 0);
+}
+
+#[test]
+fn gso_super_frames_cross_a_ring_bridge_whole_v4() {
+    gso_through_a_ring_bridge(
+        "gso_super_frames_cross_a_ring_bridge_whole_v4",
+        'g',
+        false,
+        false,
+    );
+}
+
+#[test]
+fn gso_super_frames_cross_a_ring_bridge_whole_v6() {
+    gso_through_a_ring_bridge(
+        "gso_super_frames_cross_a_ring_bridge_whole_v6",
+        'h',
+        true,
+        false,
+    );
+}
+
+#[test]
+fn gso_partial_checksums_hold_when_the_kernel_segments_v4() {
+    gso_through_a_ring_bridge(
+        "gso_partial_checksums_hold_when_the_kernel_segments_v4",
+        'k',
+        false,
+        true,
+    );
+}
+
+#[test]
+fn gso_partial_checksums_hold_when_the_kernel_segments_v6() {
+    gso_through_a_ring_bridge(
+        "gso_partial_checksums_hold_when_the_kernel_segments_v6",
+        'l',
+        true,
+        true,
+    );
 }

@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{
     ArpEthIpv4Packet, ArpOperation, ArpPacket, ArpPacketSlice, EtherType, Icmpv4Type, Icmpv6Type,
     IpHeaders, IpNumber, Ipv4Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+    UdpHeader,
 };
+use keepstate_dataplane::gso::{tx_header, GsoKind, Offload, Segmenter, VnetHdr};
 use keepstate_dataplane::neigh::NeighState;
 use keepstate_dataplane::router::{Handled, Out, Port, Router, RouterConfig};
 use keepstate_engine::{Config, DropReason, Time};
@@ -1277,4 +1279,222 @@ fn nothing_is_sent_without_being_asked_and_ticks_are_quiet_when_idle() {
         assert!(t.out.is_empty());
     }
     let _ = Ipv4Addr::UNSPECIFIED;
+}
+
+// --- GSO super-frames -----------------------------------------------------------------------
+
+impl Rig {
+    fn send_offloaded(&mut self, port: IfaceId, mut frame: Vec<u8>, offload: Offload) -> Handled {
+        self.out.clear();
+        self.r
+            .handle_offloaded(self.now, port, &mut frame, offload, &mut self.out)
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + (i >> 8)) as u8).collect()
+}
+
+/// A UDP super-frame of `count` datagrams of `size` bytes, LAN host to the remote host, as
+/// a packet socket hands it over once its checksum is complete (etherparse computes it).
+fn udp4_super(df: bool, size: usize, count: usize) -> Vec<u8> {
+    let mut h = Ipv4Header::new(0, 64, IpNumber::UDP, HOST, REMOTE).unwrap();
+    h.dont_fragment = df;
+    h.identification = 0x1000;
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
+        .ip(IpHeaders::Ipv4(h, Default::default()))
+        .udp(5000, 5001)
+        .write(&mut out, &pattern(size * count))
+        .unwrap();
+    out
+}
+
+#[test]
+fn gso_super_frame_leaves_whole_with_its_offload_and_translated_headers() {
+    let mut t = rig();
+    t.learn_gateway();
+    let h = t.send(LAN, arp(1, HOST_MAC, [0xff; 6], HOST, [0; 6], ROUTER_LAN));
+    assert!(matches!(h, Handled::Local { .. }), "{h:?}");
+    let syn = tcp4(
+        (HOST_MAC, LAN_MAC),
+        HOST,
+        REMOTE,
+        64,
+        40_000,
+        443,
+        1000,
+        None,
+    );
+    assert!(matches!(
+        t.send(LAN, syn),
+        Handled::Forwarded { out: WAN, .. }
+    ));
+    let (nat_port, _) = seen(&t.only(WAN)).ports.unwrap();
+    let synack = tcp4(
+        (GW_MAC, WAN_MAC),
+        REMOTE,
+        ROUTER_WAN,
+        60,
+        443,
+        nat_port,
+        5000,
+        Some(1001),
+    );
+    assert!(matches!(
+        t.send(WAN, synack),
+        Handled::Forwarded { out: LAN, .. }
+    ));
+
+    // Ten segments' worth of data in one frame, segments sized for the WAN's 1400 MTU.
+    let payload = pattern(13_600);
+    let mut ip = Ipv4Header::new(0, 64, IpNumber::TCP, HOST, REMOTE).unwrap();
+    ip.dont_fragment = true;
+    let mut sf = Vec::new();
+    PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
+        .ip(IpHeaders::Ipv4(ip, Default::default()))
+        .tcp(40_000, 443, 1001, 64_240)
+        .ack(5001)
+        .psh()
+        .write(&mut sf, &payload)
+        .unwrap();
+    let gso = Offload::gso(GsoKind::TcpV4, 1360);
+    let h = t.send_offloaded(LAN, sf.clone(), gso);
+    assert!(matches!(h, Handled::Forwarded { out: WAN, .. }), "{h:?}");
+    let frames: Vec<_> = t
+        .out
+        .iter_offload()
+        .map(|(p, f, o)| (p, f.to_vec(), o))
+        .collect();
+    assert_eq!(frames.len(), 1, "one frame, not its segments");
+    let (port, f, off) = &frames[0];
+    assert_eq!((*port, *off), (WAN, gso), "sent with its offload");
+    assert_eq!(f.len(), sf.len());
+    // `seen` verifies the checksums: the TCP one over the whole super-frame.
+    let s = seen(f);
+    assert_eq!((s.eth_dst, s.eth_src), (GW_MAC, WAN_MAC));
+    assert_eq!(
+        (s.src, s.dst),
+        (ip4(ROUTER_WAN), ip4(REMOTE)),
+        "masqueraded"
+    );
+    assert_eq!(s.ports, Some((nat_port, 443)));
+    assert_eq!(s.ttl, 63);
+    assert_eq!(&f[54..], &payload[..]);
+    assert_eq!(t.r.stats().gso_forwarded, 1);
+    assert_eq!(t.r.stats().forwarded, 3);
+
+    // What the ring then sends, and what the kernel makes of it: ten valid segments.
+    let (_, wire, o) = t.out.iter_mut().next().unwrap();
+    let hdr = tx_header(wire, o.gso.unwrap()).unwrap();
+    assert_eq!(
+        (
+            hdr.gso_type,
+            hdr.gso_size,
+            hdr.hdr_len,
+            hdr.csum_start,
+            hdr.csum_offset
+        ),
+        (VnetHdr::GSO_TCPV4, 1360, 54, 34, 16)
+    );
+    let mut wire = wire.to_vec();
+    let mut segs = Vec::new();
+    Segmenter::new()
+        .process(&hdr, &mut wire, |x| segs.push(x.to_vec()))
+        .unwrap();
+    assert_eq!(segs.len(), 10);
+    for (i, x) in segs.iter().enumerate() {
+        assert_eq!(x.len(), 14 + 1400);
+        let s = seen(x);
+        assert_eq!((s.src, s.ports), (ip4(ROUTER_WAN), Some((nat_port, 443))));
+        assert_eq!(&x[54..], &payload[i * 1360..(i + 1) * 1360]);
+    }
+}
+
+#[test]
+fn gso_super_frame_with_df_over_the_egress_mtu_gets_one_fragmentation_needed() {
+    let mut t = rig();
+    t.learn_gateway();
+    // Segments of 1500 bytes for a 1400-byte WAN.
+    let sf = udp4_super(true, 1472, 4);
+    let h = t.send_offloaded(LAN, sf.clone(), Offload::gso(GsoKind::UdpL4, 1472));
+    assert_eq!(dropped(&h), Some(DropReason::PacketTooBig), "{h:?}");
+    let s = seen(&t.only(LAN));
+    assert_eq!((s.src, s.dst), (ip4(ROUTER_LAN), ip4(HOST)));
+    let (ty, code, rest, quote) = s.icmp.unwrap();
+    assert_eq!((ty, code), (3, 4));
+    assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 1400, "next-hop MTU");
+    assert_eq!(quote.len(), 548);
+    // Quoted as its first segment went (or would have gone) on the wire.
+    let (q, _) = Ipv4Header::from_slice(&quote).unwrap();
+    assert_eq!(q.total_len, 1500);
+    assert_eq!(q.header_checksum, q.calc_header_checksum());
+    assert_eq!((q.source, q.destination), (HOST, REMOTE));
+    assert_eq!(&quote[20..], &sf[34..14 + 548]);
+    assert_eq!(t.r.stats().gso_forwarded, 0);
+}
+
+#[test]
+fn gso_super_frame_without_df_over_the_egress_mtu_is_segmented_then_fragmented() {
+    let mut t = rig();
+    t.learn_gateway();
+    let sf = udp4_super(false, 1472, 4);
+    let h = t.send_offloaded(LAN, sf.clone(), Offload::gso(GsoKind::UdpL4, 1472));
+    assert!(matches!(h, Handled::Forwarded { out: WAN, .. }), "{h:?}");
+    let frames: Vec<_> = t
+        .out
+        .iter_offload()
+        .map(|(p, f, o)| (p, f.to_vec(), o))
+        .collect();
+    // Four 1500-byte datagrams, each in two fragments.
+    assert_eq!(frames.len(), 8);
+    let mut datagrams: std::collections::BTreeMap<u16, Vec<u8>> = Default::default();
+    let mut nat_port = None;
+    for (port, f, off) in &frames {
+        assert_eq!((*port, *off), (WAN, Offload::NONE));
+        assert_eq!(&f[..6], &GW_MAC);
+        let (h, _) = Ipv4Header::from_slice(&f[14..]).unwrap();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert!(usize::from(h.total_len) <= 1400);
+        assert_eq!(
+            (h.source, h.destination),
+            (ROUTER_WAN, REMOTE),
+            "masqueraded"
+        );
+        assert_eq!(h.time_to_live, 63);
+        let d = datagrams.entry(h.identification).or_default();
+        assert_eq!(usize::from(h.fragment_offset.value()) * 8, d.len());
+        d.extend_from_slice(&f[34..14 + usize::from(h.total_len)]);
+    }
+    assert_eq!(datagrams.len(), 4);
+    for (i, d) in datagrams.values().enumerate() {
+        let (u, body) = UdpHeader::from_slice(d).unwrap();
+        assert_eq!(usize::from(u.length), 8 + 1472);
+        assert_eq!(body, &pattern(4 * 1472)[i * 1472..(i + 1) * 1472]);
+        assert_eq!(
+            u.checksum,
+            u.calc_checksum_ipv4_raw(ROUTER_WAN, REMOTE, body).unwrap(),
+            "UDP checksum of datagram {i}"
+        );
+        assert_eq!(u.destination_port, 5001);
+        nat_port.get_or_insert(u.source_port);
+        assert_eq!(nat_port, Some(u.source_port), "one translation for all");
+    }
+    let st = t.r.stats();
+    assert_eq!(
+        (st.gso_segmented, st.fragments_sent, st.gso_forwarded),
+        (1, 8, 0)
+    );
+}
+
+#[test]
+fn gso_offload_that_does_not_match_the_frame_is_ignored() {
+    let mut t = rig();
+    t.learn_gateway();
+    // A TCP kind on a UDP datagram that fits: forwarded as an ordinary frame.
+    let pkt = udp4((HOST_MAC, LAN_MAC), HOST, REMOTE, 64, true, 1000);
+    let h = t.send_offloaded(LAN, pkt, Offload::gso(GsoKind::TcpV4, 500));
+    assert!(matches!(h, Handled::Forwarded { out: WAN, .. }), "{h:?}");
+    let frames: Vec<_> = t.out.iter_offload().map(|(_, _, o)| o).collect();
+    assert_eq!(frames, vec![Offload::NONE]);
 }

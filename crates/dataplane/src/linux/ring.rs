@@ -1,13 +1,14 @@
 //! One AF_PACKET socket bound to one interface: a TPACKET_V3 receive ring and batched
 //! transmit (sendmmsg), with a virtio-net header in front of every frame in both
-//! directions (`PACKET_VNET_HDR`) so that GSO super-frames and partial checksums are
-//! resolved here (see [`super::offload`]) rather than forwarded as they are.
+//! directions (`PACKET_VNET_HDR`): partial checksums are completed here, and GSO
+//! super-frames are either handed over whole with their segment size (and sent whole
+//! again, as GSO sends) or segmented here (see [`super::offload`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::iface::{last_errno, IfInfo, IoError, IoErrorKind};
-use super::offload::{Segmenter, VnetHdr, VNET_HDR_LEN};
+use super::offload::{prepare_super, tx_header, Offload, Segmenter, VnetHdr, VNET_HDR_LEN};
 
 /// `TPACKET_V3` of `enum tpacket_versions`.
 const TPACKET_V3: libc::c_int = 2;
@@ -45,6 +46,12 @@ pub struct RingConfig {
     /// Receive every frame on the link (`PACKET_MR_PROMISC`), not only those the kernel
     /// would accept for the interface's own MAC.
     pub promiscuous: bool,
+    /// Hand GSO super-frames (TCPv4, TCPv6, UDP_L4) to the caller whole, with their
+    /// checksum completed and their [`Offload`], rather than segmenting them: a router
+    /// then judges and rewrites one frame instead of ~45, and [`Ring::send_offloaded`]
+    /// lets the kernel (or the NIC) segment it on the way out. Off: every frame delivered
+    /// is an ordinary one, no longer than the interface's MTU.
+    pub gso_passthrough: bool,
 }
 
 impl Default for RingConfig {
@@ -55,6 +62,7 @@ impl Default for RingConfig {
             block_timeout_ms: 2,
             fanout_group: None,
             promiscuous: true,
+            gso_passthrough: true,
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct RingStats {
     pub frames_received: u64,
     /// Frames handed to the caller (after segmentation).
     pub frames_delivered: u64,
+    /// GSO super-frames handed to the caller whole ([`RingConfig::gso_passthrough`]).
+    pub gso_passed: u64,
     /// GSO super-frames segmented.
     pub gso_segmented: u64,
     /// Segments those super-frames became.
@@ -87,6 +97,8 @@ pub struct RingStats {
     pub outgoing_skipped: u64,
     /// Frames sent.
     pub frames_sent: u64,
+    /// Of those, GSO super-frames sent whole.
+    pub gso_sent: u64,
     /// Frames the kernel refused to send (too big for the MTU, malformed); skipped.
     pub send_rejected: u64,
     /// Times a send stopped early because the device queue or socket buffer was full.
@@ -106,6 +118,7 @@ pub struct Ring {
     cur: usize,
     name: String,
     segmenter: Segmenter,
+    gso_passthrough: bool,
     stats: RingStats,
 }
 
@@ -266,6 +279,7 @@ impl Ring {
             cur: 0,
             name: name.to_owned(),
             segmenter: Segmenter::new(),
+            gso_passthrough: cfg.gso_passthrough,
             stats: RingStats::default(),
         };
 
@@ -343,9 +357,13 @@ impl Ring {
     }
 
     /// Waits up to `timeout_ms` (poll; negative waits indefinitely, 0 not at all) for
-    /// frames, then calls `f` for each received frame in order: an ordinary Ethernet frame
-    /// with offloads resolved (GSO super-frames segmented, partial checksums completed) and
-    /// a VLAN tag the kernel had moved to metadata put back in the frame. Each block is
+    /// frames, then calls `f` for each received frame in order, with its [`Offload`]: an
+    /// Ethernet frame with a VLAN tag the kernel had moved to metadata put back in the
+    /// frame, partial checksums completed, and GSO super-frames either whole with their
+    /// segment size in the [`Offload`] (and their checksum completed over the whole frame)
+    /// under [`RingConfig::gso_passthrough`], or segmented into ordinary frames (then, and
+    /// for every other frame, the [`Offload`] is [`Offload::NONE`]). A super-frame that
+    /// cannot be kept whole (e.g. lengths beyond 64 KiB) is segmented. Each block is
     /// released to the kernel once read. Returns how many frames were delivered.
     ///
     /// A frame the kernel marked outgoing, one that did not fit whole in the ring, or one
@@ -356,7 +374,7 @@ impl Ring {
     pub fn recv(
         &mut self,
         timeout_ms: i32,
-        mut f: impl FnMut(&mut [u8]),
+        mut f: impl FnMut(&mut [u8], Offload),
     ) -> Result<usize, IoError> {
         if !self.block_ready(self.cur) {
             let mut pfd = libc::pollfd {
@@ -428,7 +446,7 @@ impl Ring {
     }
 
     /// Delivers the frames of user-owned block `i`; returns how many were delivered.
-    fn read_block(&mut self, i: usize, f: &mut impl FnMut(&mut [u8])) -> usize {
+    fn read_block(&mut self, i: usize, f: &mut impl FnMut(&mut [u8], Offload)) -> usize {
         // SAFETY: block i lies inside the mapping and is owned by userspace until its
         // status goes back to TP_STATUS_KERNEL (after this returns): the kernel neither
         // reads nor writes it meanwhile, so a unique slice over it is sound.
@@ -474,7 +492,7 @@ impl Ring {
         off: usize,
         h: &libc::tpacket3_hdr,
         pkttype: Option<u8>,
-        f: &mut impl FnMut(&mut [u8]),
+        f: &mut impl FnMut(&mut [u8], Offload),
     ) -> usize {
         if pkttype == Some(libc::PACKET_OUTGOING) {
             self.stats.outgoing_skipped += 1;
@@ -538,11 +556,27 @@ impl Ring {
         };
         self.stats.frames_received += 1;
         if vnet.is_plain() {
-            f(frame);
+            f(frame, Offload::NONE);
             self.stats.frames_delivered += 1;
             return 1;
         }
-        match self.segmenter.process(&vnet, frame, |seg| f(seg)) {
+        if self.gso_passthrough && vnet.gso_type != VnetHdr::GSO_NONE {
+            // Not kept whole (BIG TCP lengths, say): segmented below.
+            if let Ok(offload) = prepare_super(&vnet, frame) {
+                f(frame, offload);
+                if offload.gso.is_some() {
+                    self.stats.gso_passed += 1;
+                } else {
+                    self.stats.checksums_completed += 1;
+                }
+                self.stats.frames_delivered += 1;
+                return 1;
+            }
+        }
+        match self
+            .segmenter
+            .process(&vnet, frame, |seg| f(seg, Offload::NONE))
+        {
             Ok(n) => {
                 if vnet.gso_type != VnetHdr::GSO_NONE {
                     self.stats.gso_segmented += 1;
@@ -569,8 +603,40 @@ impl Ring {
     /// counted in [`RingStats::send_rejected`]. Other errors are returned when nothing
     /// was sent, else the count is.
     pub fn send<'a>(&mut self, frames: impl Iterator<Item = &'a [u8]>) -> Result<usize, IoError> {
-        let mut vnet = [0u8; VNET_HDR_LEN];
-        let vnet_ptr: *mut libc::c_void = vnet.as_mut_ptr().cast();
+        self.send_with(frames.map(|f| (f, [0u8; VNET_HDR_LEN])))
+    }
+
+    /// [`Ring::send`] for frames with their [`Offload`]: an ordinary frame goes with a
+    /// zeroed virtio-net header, a GSO super-frame (with a complete transport checksum, as
+    /// the router leaves it) with the header [`tx_header`] builds, which also turns its
+    /// checksum field into the partial sum the kernel expects (hence `&mut`). The kernel
+    /// does not check a GSO frame against the MTU; it (or the device) cuts it into
+    /// segments of the given size, each of which must fit. A super-frame whose headers do
+    /// not match its offload is skipped and counted in [`RingStats::send_rejected`].
+    pub fn send_offloaded<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (&'a mut [u8], Offload)>,
+    ) -> Result<usize, IoError> {
+        let mut unsendable = 0u64;
+        let r = self.send_with(frames.filter_map(|(f, o)| match o.gso {
+            None => Some((&*f, [0u8; VNET_HDR_LEN])),
+            Some(g) => match tx_header(f, g) {
+                Ok(h) => Some((&*f, h.to_bytes())),
+                Err(_) => {
+                    unsendable += 1;
+                    None
+                }
+            },
+        }));
+        self.stats.send_rejected += unsendable;
+        r
+    }
+
+    fn send_with<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (&'a [u8], [u8; VNET_HDR_LEN])>,
+    ) -> Result<usize, IoError> {
+        let mut vnet = [[0u8; VNET_HDR_LEN]; SEND_BATCH];
         // SAFETY: iovec and mmsghdr are plain data (pointers and integers); zero is valid.
         let mut iov: [[libc::iovec; 2]; SEND_BATCH] = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
@@ -580,9 +646,12 @@ impl Ring {
         while frames.peek().is_some() {
             let mut n = 0;
             while n < SEND_BATCH {
-                let Some(frame) = frames.next() else { break };
+                let Some((frame, hdr)) = frames.next() else {
+                    break;
+                };
+                vnet[n] = hdr;
                 iov[n][0] = libc::iovec {
-                    iov_base: vnet_ptr,
+                    iov_base: vnet[n].as_mut_ptr().cast(),
                     iov_len: VNET_HDR_LEN,
                 };
                 // The kernel only reads from iov_base on send; the cast to *mut is the
@@ -602,12 +671,14 @@ impl Ring {
             while k < n {
                 let count = libc::c_uint::try_from(n - k).unwrap_or(1);
                 // SAFETY: msgs[k..n] are initialised mmsghdrs whose iovecs point at the
-                // virtio header and at frames borrowed for 'a, all alive during the call.
+                // virtio headers in `vnet` and at frames borrowed for 'a, all alive during the call.
                 let r = unsafe {
                     libc::sendmmsg(self.fd(), msgs[k..].as_mut_ptr(), count, libc::MSG_DONTWAIT)
                 };
                 if let Ok(r) = usize::try_from(r) {
                     if r > 0 {
+                        let done = vnet.get(k..k + r).unwrap_or(&[]);
+                        self.stats.gso_sent += done.iter().filter(|h| h[1] != 0).count() as u64;
                         sent += r;
                         k += r;
                         continue;

@@ -158,8 +158,11 @@ impl Drop for Isolation {
             }
         }
         for (path, old) in self.sysctls.iter().rev() {
-            if let Err(e) = std::fs::write(path, old) {
-                eprintln!("keepstate: warning: {path}: restoring {old}: {e}");
+            match std::fs::write(path, old) {
+                // The interface went away while we ran: nothing left to restore.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => eprintln!("keepstate: warning: {path}: restoring {old}: {e}"),
+                Ok(()) => {}
             }
         }
     }

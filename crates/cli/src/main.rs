@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod blast;
 mod check;
+mod conntrack;
 mod frames;
 mod host;
 mod lab;
@@ -49,6 +50,10 @@ enum Cmd {
     /// Small-UDP load for the live benchmark (send from many flows, or count arrivals).
     #[command(subcommand)]
     Blast(blast::Cmd),
+    /// A running router's connection table, with conntrack-tools' options and output.
+    Conntrack(conntrack::Args),
+    /// A running router's summary: uptime, connections, packets, drops.
+    Status(conntrack::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -75,6 +80,8 @@ fn main() -> ExitCode {
         Cmd::Gen(Gen::Sample { output }) => sample::run(&output),
         Cmd::Lab(a) => lab::run(&a),
         Cmd::Blast(c) => blast::run(&c),
+        Cmd::Conntrack(a) => conntrack::run(&a),
+        Cmd::Status(a) => conntrack::status(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

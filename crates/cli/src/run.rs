@@ -48,6 +48,14 @@ pub struct Args {
     /// Do not print the connection table (conntrack -L format) on exit.
     #[arg(long)]
     pub quiet_exit: bool,
+    /// Where the control API listens (HTTP/JSON: connections, statistics, /metrics; what
+    /// `keepstate conntrack` and `keepstate status` talk to), or `none`. Any address but
+    /// loopback needs a token.
+    #[arg(long, value_name = "ADDR:PORT", default_value = keepstate_control::DEFAULT_BIND)]
+    pub control: String,
+    /// The bearer token the control API requires (default: $KEEPSTATE_TOKEN).
+    #[arg(long, value_name = "TOKEN")]
+    pub control_token: Option<String>,
 }
 
 /// Set from the signal handlers; read by the workers between batches.
@@ -278,6 +286,15 @@ impl Worker {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    // The control API's address is checked before anything is taken over.
+    let control_at = keepstate_control::parse_bind(&args.control).map_err(|e| anyhow!(e))?;
+    let token = args
+        .control_token
+        .clone()
+        .or_else(|| std::env::var("KEEPSTATE_TOKEN").ok());
+    if let Some(at) = control_at {
+        keepstate_control::check_bind(at, token.as_deref())?;
+    }
     let loaded = config::load(&args.config).map_err(|errs| {
         for e in &errs.0 {
             eprintln!("{e}");
@@ -391,6 +408,15 @@ pub fn run(args: &Args) -> Result<()> {
     let router = Arc::new(Mutex::new(Router::new(fw, RouterConfig::new(ports))));
     let clock = Arc::new(Clock(Instant::now()));
     let last_tick = Arc::new(Mutex::new(clock.now()));
+    let control = match control_at {
+        Some(at) => {
+            let c = clock.clone();
+            let server = keepstate_control::serve(at, token, router.clone(), move || c.now())?;
+            eprintln!("keepstate: control API on http://{}", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
 
     install_signals();
     eprintln!(
@@ -421,6 +447,7 @@ pub fn run(args: &Args) -> Result<()> {
             eprintln!("keepstate: a worker thread panicked");
         }
     }
+    drop(control);
     drop(isolation);
 
     let r = lock(&router);

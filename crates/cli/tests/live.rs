@@ -180,8 +180,7 @@ impl Lab {
         text
     }
 
-    /// The router's connection table as `conntrack -L` prints it. For keepstate this takes
-    /// the lab down: the daemon prints its table on its way out.
+    /// The router's connection table as `conntrack -L` prints it, while it runs.
     fn connections(&mut self) -> String {
         match self.router {
             Router::Kernel => {
@@ -192,11 +191,22 @@ impl Lab {
                 };
                 text(&out)
             }
-            // ---- The keepstate connection listing --------------------------------------
-            // `keepstate run` prints its table in `conntrack -L` form to stdout when it
-            // stops (SIGTERM from `lab down`); `lab up --log` sent that to self.log. When
-            // the daemon gains a way to list a running table, ask it here instead.
-            Router::Keepstate => self.down(),
+            // The running daemon's table through its control API (on the router
+            // namespace's loopback), as conntrack-tools would print it.
+            Router::Keepstate => {
+                let out = self.exec(
+                    "router",
+                    5,
+                    &[env!("CARGO_BIN_EXE_keepstate"), "conntrack", "-L"],
+                );
+                let listing = text(&out);
+                assert!(out.status.success(), "keepstate conntrack -L: {listing}");
+                assert!(
+                    listing.contains("flow entries have been shown."),
+                    "keepstate conntrack -L: {listing}"
+                );
+                listing
+            }
         }
     }
 }
@@ -366,6 +376,17 @@ fn lan_to_wan(test: &str, router: Router) {
         ),
         "{test}: no entry for the IPv6 HTTP connection in the connection table:\n{listing}"
     );
+    // The daemon also prints its table on the way out.
+    if router == Router::Keepstate {
+        let exit = lab.down();
+        assert!(
+            has_entry(
+                &exit,
+                &["src=192.168.1.10 ", "dst=203.0.113.1 ", "dport=80 "]
+            ),
+            "{test}: no entry for the HTTP connection in the exit listing:\n{exit}"
+        );
+    }
 }
 
 fn inbound_dropped(test: &str, router: Router) {

@@ -264,6 +264,8 @@ pub struct Stats {
     pub refused: u64,
     /// New entries removed again because the policy dropped the packet that opened them.
     pub unconfirmed: u64,
+    /// Connections removed on request ([`Engine::remove_where`]: `conntrack -D`, `-F`).
+    pub removed: u64,
     /// Most live connections at once.
     pub peak: usize,
     /// Table memory when the peak was reached.
@@ -282,6 +284,7 @@ impl Default for Stats {
             evicted: 0,
             refused: 0,
             unconfirmed: 0,
+            removed: 0,
             peak: 0,
             peak_memory: 0,
         }
@@ -917,6 +920,43 @@ impl Engine {
             self.table.remove(id);
             self.stats.expired += 1;
         }
+    }
+
+    /// Removes every live connection for which `pred` is true (given the connection as
+    /// [`Engine::connections`] lists it at `now`), as expiry would remove it: its index slots,
+    /// its translation record (a reported source NAT release goes to
+    /// [`Engine::take_nat_released`], a counted source to [`Engine::take_departed`]). A packet
+    /// of a removed connection is afterwards treated as that of a new one. Entries already
+    /// expired at `now` are removed too, counted as expired. Returns how many live
+    /// connections `pred` removed. Visits the whole table.
+    pub fn remove_where(&mut self, now: Time, mut pred: impl FnMut(&Conn) -> bool) -> usize {
+        self.advance(now);
+        let now_s = self.now_s();
+        let mut expired = Vec::new();
+        let mut chosen = Vec::new();
+        for (id, e) in self.table.iter() {
+            if e.expired(now_s) {
+                expired.push(id);
+                continue;
+            }
+            let x = (e.status & STATUS_NAT != 0).then(|| self.table.ext(id));
+            if pred(&conn_view(e, x, now_s)) {
+                chosen.push(id);
+            }
+        }
+        for &id in &expired {
+            self.table.remove(id);
+        }
+        for &id in &chosen {
+            self.table.remove(id);
+        }
+        self.stats.expired += u64::try_from(expired.len()).unwrap_or(u64::MAX);
+        self.stats.removed += u64::try_from(chosen.len()).unwrap_or(u64::MAX);
+        // Nothing refers to a removed id any more: the packet state is per packet, but a
+        // SYN proxy may still ask about the last packet's connection.
+        self.created = None;
+        self.last = None;
+        chosen.len()
     }
 
     /// Turns TCP window checks off (or back on) for one connection, found from either

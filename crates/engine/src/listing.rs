@@ -66,13 +66,28 @@ pub fn conntrack_line(c: &Conn) -> String {
     out
 }
 
+/// One line of `conntrack -L -o extended`: the `conntrack -L` line after the layer 3
+/// protocol's name and number (no trailing newline).
+pub fn extended_line(c: &Conn) -> String {
+    let mut out = String::with_capacity(256);
+    let (l3, num) = l3(c);
+    let _ = write!(out, "{l3:<8} {num} ");
+    body(&mut out, c, true);
+    out.push_str("use=1");
+    out
+}
+
+fn l3(c: &Conn) -> (&'static str, u8) {
+    match c.family {
+        Family::V4 => ("ipv4", 2),
+        Family::V6 => ("ipv6", 10),
+    }
+}
+
 /// One line of `/proc/net/nf_conntrack` (no trailing newline).
 pub fn proc_line(c: &Conn) -> String {
     let mut out = String::with_capacity(256);
-    let (l3, num) = match c.family {
-        Family::V4 => ("ipv4", 2),
-        Family::V6 => ("ipv6", 10),
-    };
+    let (l3, num) = l3(c);
     let _ = write!(out, "{l3:<8} {num} ");
     body(&mut out, c, true);
     out.push_str("zone=0 use=2");

@@ -22,7 +22,8 @@ use crate::ruleset::{Chain, Decider, Judgement, Ruleset, Verdict, View};
 use crate::scan::{PortScans, Scan};
 use crate::synproxy::{self, Cookies, Seg};
 use crate::topology::Topology;
-use crate::translate::{self, Nat, NatStats, PortAsk};
+pub use crate::translate::NatStats;
+use crate::translate::{self, Nat, PortAsk};
 
 /// What the caller knows about where a packet came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub enum Ingress {
 pub struct FirewallStats {
     pub accepted: u64,
     pub dropped: u64,
+    /// IP bytes (header included) of the packets counted in `accepted` and `dropped`.
+    pub accepted_bytes: u64,
+    pub dropped_bytes: u64,
     /// Packets a `reject` decided (answered or not).
     pub rejected: u64,
     /// Reject answers built.
@@ -280,6 +284,22 @@ impl Firewall {
     /// (addressed to the masquerading address, or from a port forward's server).
     pub fn connections(&self) -> Vec<Conn> {
         self.engine.connections().collect()
+    }
+
+    /// Removes the connections `pred` picks (`conntrack -D`, or all of them for `-F`), as
+    /// expiry would, and takes back at once what they held: NAT ports and endpoint-independent
+    /// mappings, per-source connection counts. Returns how many were removed.
+    pub fn remove_connections(&mut self, now: Time, pred: impl FnMut(&Conn) -> bool) -> usize {
+        let n = self.engine.remove_where(now, pred);
+        if self.conns.any {
+            self.conns.collect(&mut self.engine);
+        }
+        if let Some(nat) = self.nat.as_mut() {
+            if nat.books {
+                nat.collect(&mut self.engine);
+            }
+        }
+        n
     }
 
     /// How traces and logs name what decided.
@@ -703,9 +723,16 @@ impl Firewall {
         if let Some(s) = d.scan {
             self.stats.scans[s.index()] += 1;
         }
+        let len = u64::from(d.outcome.meta.len);
         match d.verdict {
-            Verdict::Accept => self.stats.accepted += 1,
-            _ => self.stats.dropped += 1,
+            Verdict::Accept => {
+                self.stats.accepted += 1;
+                self.stats.accepted_bytes += len;
+            }
+            _ => {
+                self.stats.dropped += 1;
+                self.stats.dropped_bytes += len;
+            }
         }
         d
     }

@@ -1,0 +1,490 @@
+//! `keepstate conntrack` and `keepstate status`: clients of a running `keepstate run`'s
+//! control API. `conntrack` takes conntrack-tools' options and prints what conntrack-tools
+//! prints: the same lines on standard output, byte for byte, and the same summary on
+//! standard error.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// What conntrack-tools' summaries are signed with.
+const SIGN: &str = "conntrack v1.4 (keepstate)";
+/// Connections fetched per request while listing the whole table.
+const PAGE: usize = 10_000;
+
+#[derive(clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("command")
+        .required(true)
+        .args(["dump", "count", "delete", "flush", "stats"])
+))]
+pub struct Args {
+    /// List connections.
+    #[arg(short = 'L', long = "dump")]
+    pub dump: bool,
+    /// Count connections (filters allowed).
+    #[arg(short = 'C', long = "count")]
+    pub count: bool,
+    /// Delete the connections the filters match (at least one filter; -F empties the table).
+    #[arg(short = 'D', long = "delete")]
+    pub delete: bool,
+    /// Delete every connection.
+    #[arg(short = 'F', long = "flush")]
+    pub flush: bool,
+    /// Show statistics (conntrack's per-CPU line; keepstate has one table).
+    #[arg(short = 'S', long = "stats")]
+    pub stats: bool,
+    /// Protocol name or number.
+    #[arg(short = 'p', long = "proto", visible_alias = "protonum")]
+    pub proto: Option<String>,
+    /// Original source address or prefix.
+    #[arg(short = 's', long = "src", visible_alias = "orig-src")]
+    pub src: Option<String>,
+    /// Original destination address or prefix.
+    #[arg(short = 'd', long = "dst", visible_alias = "orig-dst")]
+    pub dst: Option<String>,
+    /// Reply source address or prefix.
+    #[arg(short = 'r', long = "reply-src")]
+    pub reply_src: Option<String>,
+    /// Reply destination address or prefix (a masqueraded connection's outside address).
+    #[arg(short = 'q', long = "reply-dst")]
+    pub reply_dst: Option<String>,
+    /// Original source port.
+    #[arg(long = "sport", visible_alias = "orig-port-src")]
+    pub sport: Option<u16>,
+    /// Original destination port.
+    #[arg(long = "dport", visible_alias = "orig-port-dst")]
+    pub dport: Option<u16>,
+    /// TCP state (ESTABLISHED, TIME_WAIT, ...).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Connection mark (keepstate sets none: 0 matches every connection).
+    #[arg(short = 'm', long)]
+    pub mark: Option<u32>,
+    /// Conntrack zone (every connection is in zone 0).
+    #[arg(short = 'w', long)]
+    pub zone: Option<u16>,
+    /// Address family: ipv4 or ipv6.
+    #[arg(short = 'f', long)]
+    pub family: Option<String>,
+    /// Output format: extended (layer 3 protocol first), or json (one object a line).
+    #[arg(short = 'o', long, value_parser = ["extended", "json"])]
+    pub output: Option<String>,
+    #[command(flatten)]
+    pub api: Api,
+}
+
+/// Where the control API is.
+#[derive(clap::Args)]
+pub struct Api {
+    /// The control API's address (as given to `keepstate run --control`).
+    #[arg(long, value_name = "ADDR:PORT", default_value = keepstate_control::DEFAULT_BIND)]
+    pub control: String,
+    /// Its bearer token (default: $KEEPSTATE_TOKEN).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let client = Client::new(&args.api)?;
+    let filter = filter_query(args);
+    if args.dump {
+        list(&client, &filter, args.output.as_deref())
+    } else if args.count {
+        let v = client.json("GET", &format!("/api/v1/connections/count{}", q(&filter)))?;
+        println!("{}", field(&v, "count")?);
+        Ok(())
+    } else if args.delete {
+        delete(&client, &filter, args.output.as_deref())
+    } else if args.flush {
+        client.json("POST", "/api/v1/connections/flush")?;
+        eprintln!("{SIGN}: connection tracking table has been emptied.");
+        Ok(())
+    } else {
+        let v = client.json("GET", "/api/v1/stats")?;
+        print!("{}", stats_line(&v));
+        Ok(())
+    }
+}
+
+/// The query string for the filters given (without `?`).
+fn filter_query(a: &Args) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{k}={}", encode(&v)));
+        }
+    };
+    add("family", a.family.clone());
+    add("proto", a.proto.clone());
+    add("src", a.src.clone());
+    add("dst", a.dst.clone());
+    add("reply_src", a.reply_src.clone());
+    add("reply_dst", a.reply_dst.clone());
+    add("sport", a.sport.map(|p| p.to_string()));
+    add("dport", a.dport.map(|p| p.to_string()));
+    add("state", a.state.clone());
+    add("mark", a.mark.map(|m| m.to_string()));
+    add("zone", a.zone.map(|z| z.to_string()));
+    parts.join("&")
+}
+
+fn q(query: &str) -> String {
+    if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}&{b}"),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `-L`: the whole table, a page at a time (a table that changes meanwhile may show a
+/// connection twice or miss one, as a kernel dump racing with updates may).
+fn list(client: &Client, filter: &str, output: Option<&str>) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut shown = 0usize;
+    let mut offset = 0usize;
+    loop {
+        let page = format!("limit={PAGE}&offset={offset}");
+        let n = if output == Some("json") {
+            let v = client.json(
+                "GET",
+                &format!("/api/v1/connections?{}", join(filter, &page)),
+            )?;
+            let items = v
+                .get("items")
+                .and_then(Value::as_array)
+                .ok_or_else(|| anyhow!("the API's answer has no items"))?;
+            for item in items {
+                writeln!(out, "{item}")?;
+            }
+            items.len()
+        } else {
+            let format = if output == Some("extended") {
+                "extended"
+            } else {
+                "text"
+            };
+            let path = format!(
+                "/api/v1/connections?{}",
+                join(filter, &format!("{page}&format={format}"))
+            );
+            let r = client.request("GET", &path)?;
+            let body = r.ok()?;
+            let mut n = 0;
+            for line in body.lines() {
+                writeln!(out, "{line}")?;
+                n += 1;
+            }
+            n
+        };
+        shown += n;
+        offset += n;
+        if n < PAGE {
+            break;
+        }
+    }
+    out.flush()?;
+    eprintln!("{SIGN}: {shown} flow entries have been shown.");
+    Ok(())
+}
+
+/// `-D`: the deleted connections' lines, then the summary; like conntrack, exits with 1
+/// when nothing matched.
+fn delete(client: &Client, filter: &str, output: Option<&str>) -> Result<()> {
+    if filter.is_empty() {
+        bail!(
+            "-D needs a filter (-p, -s, -d, --sport, --dport, --state ...); -F empties the table"
+        );
+    }
+    let v = client.json("DELETE", &format!("/api/v1/connections?{filter}"))?;
+    let count = field(&v, "deleted")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for item in v
+        .get("items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let line = match output {
+            Some("json") => item.to_string(),
+            Some("extended") => str_field(item, "extended")?,
+            _ => str_field(item, "line")?,
+        };
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    eprintln!("{SIGN}: {count} flow entries have been deleted.");
+    if count == 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn field(v: &Value, name: &str) -> Result<u64> {
+    v.get(name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("the API's answer has no {name}"))
+}
+
+fn str_field(v: &Value, name: &str) -> Result<String> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the API's answer has no {name}"))
+}
+
+fn at(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        match cur.get(p) {
+            Some(x) => cur = x,
+            None => return 0,
+        }
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+/// `conntrack -S`'s line (conntrack-tools 1.4.7, one "CPU": keepstate has one table):
+/// `found` counts packets of known connections (established and related), `invalid` invalid
+/// packets, `insert` connections created, `insert_failed` and `drop` new connections
+/// refused by a full table, `early_drop` those evicted to make room; the rest are 0.
+pub fn stats_line(v: &Value) -> String {
+    let found = at(v, &["engine", "by_state", "established"])
+        .saturating_add(at(v, &["engine", "by_state", "related"]));
+    let refused = at(v, &["engine", "refused"]);
+    format!(
+        "cpu={:<4}\tfound={found} invalid={} insert={} insert_failed={refused} drop={refused} \
+         early_drop={} error=0 search_restart=0 clash_resolve=0 chaintoolong=0 \n",
+        0,
+        at(v, &["engine", "by_state", "invalid"]),
+        at(v, &["engine", "created"]),
+        at(v, &["engine", "evicted"]),
+    )
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub api: Api,
+}
+
+pub fn status(args: &StatusArgs) -> Result<()> {
+    let client = Client::new(&args.api)?;
+    let v = client.json("GET", "/api/v1/status")?;
+    print!("{}", status_text(&v));
+    Ok(())
+}
+
+/// `keepstate status`'s summary.
+pub fn status_text(v: &Value) -> String {
+    let n = |k: &str| at(v, &[k]);
+    let up = n("uptime_s");
+    let ifaces: Vec<&str> = v
+        .get("interfaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let (conns, limit) = (n("connections"), n("limit"));
+    let per_mille = conns.saturating_mul(1000).checked_div(limit).unwrap_or(0);
+    let mut s = format!(
+        "keepstate {}, up {}h {:02}m {:02}s\n",
+        v.get("version").and_then(Value::as_str).unwrap_or("?"),
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    );
+    s.push_str(&format!("interfaces:  {}\n", ifaces.join(", ")));
+    s.push_str(&format!(
+        "connections: {conns} of {limit} ({}.{}%), {} translated\n",
+        per_mille / 10,
+        per_mille % 10,
+        n("nat_connections")
+    ));
+    s.push_str(&format!(
+        "packets:     {} judged: {} accepted, {} dropped; {} forwarded, {} for the router\n",
+        n("packets"),
+        n("accepted"),
+        n("dropped"),
+        n("forwarded"),
+        n("local")
+    ));
+    let drops: Vec<String> = v
+        .get("top_drops")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            Some(format!(
+                "{} {}",
+                d.get("reason")?.as_str()?,
+                d.get("count")?
+            ))
+        })
+        .collect();
+    if drops.is_empty() {
+        s.push_str("drops:       none\n");
+    } else {
+        s.push_str(&format!("top drops:   {}\n", drops.join(", ")));
+    }
+    s
+}
+
+/// A minimal HTTP/1.1 client: one request per connection, which is all a command-line tool
+/// makes, and no dependency for it.
+struct Client {
+    addr: SocketAddr,
+    host: String,
+    token: Option<String>,
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    /// The body of a 2xx answer; else the API's error message.
+    fn ok(self) -> Result<String> {
+        if (200..300).contains(&self.status) {
+            return Ok(self.body);
+        }
+        let msg = serde_json::from_str::<Value>(&self.body)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_string))
+            .unwrap_or(self.body);
+        bail!("control API: {msg} (HTTP {})", self.status)
+    }
+}
+
+impl Client {
+    fn new(api: &Api) -> Result<Client> {
+        let addr = api
+            .control
+            .to_socket_addrs()
+            .with_context(|| format!("control address `{}`", api.control))?
+            .next()
+            .ok_or_else(|| anyhow!("control address `{}` resolves to nothing", api.control))?;
+        Ok(Client {
+            addr,
+            host: api.control.clone(),
+            token: api
+                .token
+                .clone()
+                .or_else(|| std::env::var("KEEPSTATE_TOKEN").ok()),
+        })
+    }
+
+    fn json(&self, method: &str, path: &str) -> Result<Value> {
+        let body = self.request(method, path)?.ok()?;
+        serde_json::from_str(&body).context("control API: the answer is not JSON")
+    }
+
+    fn request(&self, method: &str, path: &str) -> Result<Reply> {
+        let mut s =
+            TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).with_context(|| {
+                format!(
+                    "cannot reach the control API at {} (is `keepstate run` running, with \
+                     --control there?)",
+                    self.addr
+                )
+            })?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\n",
+            self.host
+        );
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        if method != "GET" {
+            req.push_str("Content-Length: 0\r\n");
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .context("reading the control API's answer")?;
+        parse_reply(&raw)
+    }
+}
+
+fn parse_reply(raw: &[u8]) -> Result<Reply> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("control API: truncated answer"))?;
+    let head = String::from_utf8_lossy(raw.get(..end).unwrap_or_default());
+    let body = raw.get(end + 4..).unwrap_or_default();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| anyhow!("control API: not an HTTP answer"))?;
+    let chunked = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("transfer-encoding")
+                && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok(Reply {
+        status,
+        body: String::from_utf8(body).context("control API: the answer is not UTF-8")?,
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("control API: bad chunked body"))?;
+        let size = core::str::from_utf8(b.get(..eol).unwrap_or_default())
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
+            .ok_or_else(|| anyhow!("control API: bad chunk size"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        let data = b
+            .get(eol + 2..eol + 2 + size)
+            .ok_or_else(|| anyhow!("control API: truncated chunk"))?;
+        out.extend_from_slice(data);
+        b = b.get(eol + 4 + size..).unwrap_or_default();
+    }
+}

@@ -1,0 +1,367 @@
+//! The HTTP server: requests become [`Command`]s, carried out under the router's lock by
+//! [`execute`], answered as JSON (or text for line formats and metrics) once the lock is
+//! let go.
+//!
+//! It listens on 127.0.0.1:9180 unless told otherwise. Bound anywhere but loopback it needs a
+//! token and refuses to start without one; with a token every request must carry
+//! `Authorization: Bearer TOKEN`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use keepstate_dataplane::router::Router;
+use keepstate_engine::Time;
+use serde_json::json;
+
+use crate::query::{self, Format};
+use crate::{execute, json, metrics, ApiError, Command, Response};
+
+/// Where the API listens by default.
+pub const DEFAULT_BIND: &str = "127.0.0.1:9180";
+
+/// The API could not start.
+#[derive(Debug)]
+pub struct ServeError(pub String);
+
+impl core::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// `--control`'s value: `none` (no API), or an address and port.
+pub fn parse_bind(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    s.parse::<SocketAddr>().map(Some).map_err(|_| {
+        format!("control address `{s}`: expected ADDRESS:PORT (e.g. {DEFAULT_BIND}) or none")
+    })
+}
+
+/// Refuses a bind address other than loopback without a token, and an empty token.
+pub fn check_bind(addr: SocketAddr, token: Option<&str>) -> Result<(), ServeError> {
+    match token {
+        Some("") => Err(ServeError("the control token is empty".into())),
+        Some(_) => Ok(()),
+        None if loopback(addr.ip()) => Ok(()),
+        None => Err(ServeError(format!(
+            "the control API on {addr} would be reachable from other hosts: give a token \
+             (--control-token or KEEPSTATE_TOKEN), or bind it to 127.0.0.1"
+        ))),
+    }
+}
+
+fn loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback() || a.to_ipv4_mapped().is_some_and(|v| v.is_loopback()),
+    }
+}
+
+/// The running API; stopped when dropped.
+pub struct Server {
+    inner: Arc<tiny_http::Server>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// The address it listens on (with the port the system chose, for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting requests and waits for the one in hand to be answered.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.inner.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the API on `addr`, on a thread of its own. `now` is the clock the router's packets
+/// are stamped with.
+pub fn serve<F>(
+    addr: SocketAddr,
+    token: Option<String>,
+    router: Arc<Mutex<Router>>,
+    now: F,
+) -> Result<Server, ServeError>
+where
+    F: Fn() -> Time + Send + 'static,
+{
+    check_bind(addr, token.as_deref())?;
+    let inner = tiny_http::Server::http(addr)
+        .map_err(|e| ServeError(format!("control API: cannot listen on {addr}: {e}")))?;
+    let bound = inner.server_addr().to_ip().unwrap_or(addr);
+    let inner = Arc::new(inner);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = Ctx {
+        router,
+        now: Box::new(now),
+        token,
+        started: Instant::now(),
+    };
+    let (srv, flag) = (inner.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("keepstate-api".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let Ok(req) = srv.recv() else {
+                    break;
+                };
+                answer(&ctx, req);
+            }
+        })
+        .map_err(|e| ServeError(format!("control API: cannot start its thread: {e}")))?;
+    Ok(Server {
+        inner,
+        stop,
+        thread: Some(thread),
+        addr: bound,
+    })
+}
+
+struct Ctx {
+    router: Arc<Mutex<Router>>,
+    now: Box<dyn Fn() -> Time + Send>,
+    token: Option<String>,
+    started: Instant,
+}
+
+impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, Router> {
+        // A worker that panicked left the router between two frames: still consistent.
+        self.router.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn run(&self, cmd: Command) -> Result<Response, ApiError> {
+        let mut r = self.lock();
+        let now = (self.now)();
+        execute(&mut r, now, cmd)
+    }
+
+    fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}
+
+/// An answer before it is put on the wire.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    headers: Vec<(&'static str, String)>,
+}
+
+const JSON: &str = "application/json";
+
+impl Reply {
+    fn json(status: u16, v: &serde_json::Value) -> Reply {
+        Reply {
+            status,
+            content_type: JSON,
+            body: v.to_string(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, &json!({ "error": message }))
+    }
+
+    fn with(mut self, name: &'static str, value: String) -> Reply {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(e: ApiError) -> Reply {
+        Reply::error(e.status, &e.message)
+    }
+}
+
+fn answer(ctx: &Ctx, req: tiny_http::Request) {
+    let auth = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_string());
+    let reply = route(ctx, req.method().as_str(), req.url(), auth.as_deref());
+    let mut resp = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+    let ct = [("Content-Type", reply.content_type.to_string())];
+    for (k, v) in ct.iter().chain(reply.headers.iter()) {
+        if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+            resp.add_header(h);
+        }
+    }
+    // A client that went away is no concern of ours.
+    let _ = req.respond(resp);
+}
+
+/// Compares without an early exit, so the time taken tells nothing about the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        let y = b.get(i % b.len().max(1)).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
+}
+
+fn authorised(ctx: &Ctx, auth: Option<&str>) -> Result<(), Reply> {
+    let Some(token) = &ctx.token else {
+        return Ok(());
+    };
+    let challenge = |r: Reply| r.with("WWW-Authenticate", "Bearer realm=\"keepstate\"".into());
+    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return Err(challenge(Reply::error(
+            401,
+            "this API needs a token: send Authorization: Bearer TOKEN",
+        )));
+    };
+    if same(given.trim().as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(challenge(Reply::error(401, "wrong token")))
+    }
+}
+
+/// Paths and the methods each answers to.
+const ROUTES: [(&str, &[&str]); 7] = [
+    ("/api/v1/connections", &["GET", "DELETE"]),
+    ("/api/v1/connections/count", &["GET"]),
+    ("/api/v1/connections/flush", &["POST"]),
+    ("/api/v1/stats", &["GET"]),
+    ("/api/v1/status", &["GET"]),
+    ("/api/v1/openapi.json", &["GET"]),
+    ("/metrics", &["GET"]),
+];
+
+fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>) -> Reply {
+    if let Err(r) = authorised(ctx, auth) {
+        return r;
+    }
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
+        return Reply::error(404, &format!("no such path: {path}"));
+    };
+    if !methods.contains(&method) {
+        return Reply::error(
+            405,
+            &format!(
+                "{path} answers to {} only, not {method}",
+                methods.join(" and ")
+            ),
+        )
+        .with("Allow", methods.join(", "));
+    }
+    match handle(ctx, method, path, query) {
+        Ok(r) => r,
+        Err(e) => e.into(),
+    }
+}
+
+fn no_params(query: &str) -> Result<(), ApiError> {
+    query::only(&query::pairs(query)?, &[])
+}
+
+fn handle(ctx: &Ctx, method: &str, path: &str, q: &str) -> Result<Reply, ApiError> {
+    let uptime = ctx.uptime();
+    let reply = match (method, path) {
+        ("GET", "/api/v1/connections") => {
+            let l = query::parse_list(q)?;
+            let resp = ctx.run(Command::List {
+                filter: l.filter,
+                sort: l.sort,
+                page: l.page,
+            })?;
+            match (l.format, &resp) {
+                (Format::Json, _) => Reply::json(200, &json::response(&resp, uptime)),
+                (f, Response::List { total, items, .. }) => {
+                    let mut body = String::with_capacity(items.len() * 200);
+                    for c in items {
+                        body.push_str(&json::line(c, f));
+                        body.push('\n');
+                    }
+                    Reply {
+                        status: 200,
+                        content_type: "text/plain; charset=utf-8",
+                        body,
+                        headers: vec![("X-Total-Count", total.to_string())],
+                    }
+                }
+                (_, other) => Reply::json(200, &json::response(other, uptime)),
+            }
+        }
+        ("DELETE", "/api/v1/connections") => {
+            let filter = query::parse_filter(q)?;
+            Reply::json(
+                200,
+                &json::response(&ctx.run(Command::Delete { filter })?, uptime),
+            )
+        }
+        ("GET", "/api/v1/connections/count") => {
+            let filter = query::parse_filter(q)?;
+            Reply::json(
+                200,
+                &json::response(&ctx.run(Command::Count { filter })?, uptime),
+            )
+        }
+        ("POST", "/api/v1/connections/flush") => {
+            no_params(q)?;
+            Reply::json(200, &json::response(&ctx.run(Command::Flush)?, uptime))
+        }
+        ("GET", "/api/v1/stats") => {
+            no_params(q)?;
+            Reply::json(200, &json::response(&ctx.run(Command::Stats)?, uptime))
+        }
+        ("GET", "/api/v1/status") => {
+            no_params(q)?;
+            Reply::json(200, &json::response(&ctx.run(Command::Status)?, uptime))
+        }
+        ("GET", "/api/v1/openapi.json") => {
+            no_params(q)?;
+            Reply {
+                status: 200,
+                content_type: JSON,
+                body: crate::OPENAPI.to_string(),
+                headers: Vec::new(),
+            }
+        }
+        ("GET", "/metrics") => {
+            no_params(q)?;
+            match ctx.run(Command::Stats)? {
+                Response::Stats(s) => Reply {
+                    status: 200,
+                    content_type: metrics::CONTENT_TYPE,
+                    body: metrics::render(&s, uptime),
+                    headers: Vec::new(),
+                },
+                other => Reply::json(200, &json::response(&other, uptime)),
+            }
+        }
+        _ => Reply::error(404, &format!("no such path: {path}")),
+    };
+    Ok(reply)
+}

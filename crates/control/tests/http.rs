@@ -1,0 +1,385 @@
+//! The HTTP server on an ephemeral loopback port: every endpoint, errors with reasons,
+//! token enforcement, and the OpenAPI document as a contract.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use keepstate_control::{check_bind, parse_bind, serve, Server, OPENAPI};
+use serde_json::Value;
+
+fn server(token: Option<&str>) -> Server {
+    let mut rig = rig(false);
+    rig.recorded();
+    let now = rig.now;
+    let router = Arc::new(Mutex::new(rig.r));
+    serve(
+        "127.0.0.1:0".parse().unwrap(),
+        token.map(str::to_string),
+        router,
+        move || now,
+    )
+    .unwrap()
+}
+
+fn error_of(r: &Http) -> String {
+    assert_eq!(r.header("Content-Type"), Some("application/json"), "{r:?}");
+    r.json()["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn endpoints() {
+    let s = server(None);
+    let a = s.addr();
+    assert!(a.ip().is_loopback() && a.port() != 0);
+
+    let r = http(a, "GET", "/api/v1/connections", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["total"], 3);
+    assert_eq!(v["count"], 3);
+    let lines: String = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["line"].as_str().unwrap().to_string() + "\n")
+        .collect();
+    assert_eq!(lines, RECORDED_L);
+    let tcp = &v["items"][0];
+    assert_eq!(tcp["proto"], "tcp");
+    assert_eq!(tcp["state"], "ESTABLISHED");
+    assert_eq!(tcp["original"]["sport"], 40_000);
+    assert_eq!(tcp["original"]["bytes"], 112);
+    assert_eq!(tcp["reply"]["packets"], 1);
+    assert_eq!(tcp["flags"], serde_json::json!(["SEEN_REPLY", "ASSURED"]));
+    assert_eq!(v["items"][2]["original"]["id"], 4356);
+
+    let r = http(a, "GET", "/api/v1/connections?format=text", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, RECORDED_L);
+    assert_eq!(r.header("X-Total-Count"), Some("3"));
+    let r = http(a, "GET", "/api/v1/connections?format=extended", None);
+    assert_eq!(r.body, RECORDED_EXTENDED);
+    let r = http(
+        a,
+        "GET",
+        "/api/v1/connections?proto=tcp&dport=80&format=text",
+        None,
+    );
+    assert_eq!(r.body, RECORDED_TCP_80);
+    let r = http(a, "GET", "/api/v1/connections?sort=bytes&limit=1", None);
+    let v = r.json();
+    assert_eq!(
+        (v["total"].as_u64(), v["count"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(v["items"][0]["proto"], "tcp");
+    let r = http(a, "GET", "/api/v1/connections?limit=2&offset=2", None);
+    assert_eq!(r.json()["items"][0]["proto"], "icmp");
+
+    let r = http(a, "GET", "/api/v1/connections/count?proto=udp", None);
+    assert_eq!(r.json()["count"], 1);
+
+    let r = http(a, "GET", "/api/v1/stats", None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["connections"], 3);
+    assert_eq!(v["engine"]["packets"], 6);
+
+    let r = http(a, "GET", "/api/v1/status", None);
+    let v = r.json();
+    assert_eq!(v["connections"], 3);
+    assert_eq!(v["interfaces"], serde_json::json!(["lan0", "wan0"]));
+
+    let r = http(a, "GET", "/metrics", None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+    for want in [
+        "# TYPE keepstate_packets_total counter\n",
+        "keepstate_packets_total{verdict=\"accept\"} ",
+        "keepstate_bytes_total{verdict=\"drop\"} 0\n",
+        "keepstate_drops_total{reason=\"zone-policy\"} 0\n",
+        "keepstate_connections{proto=\"tcp\",state=\"ESTABLISHED\"} 1\n",
+        "keepstate_connections{proto=\"udp\",state=\"UNREPLIED\"} 1\n",
+        "keepstate_connections_limit ",
+        "keepstate_table_fill_ratio ",
+        "keepstate_nat_ports_in_use 0\n",
+    ] {
+        assert!(r.body.contains(want), "{want} missing from\n{}", r.body);
+    }
+    // Every sample line belongs to a family declared with HELP and TYPE.
+    for line in r.body.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(r.body.contains(&format!("# TYPE {name} ")), "{line}");
+        assert!(r.body.contains(&format!("# HELP {name} ")), "{line}");
+    }
+
+    let r = http(a, "GET", "/api/v1/openapi.json", None);
+    assert_eq!(r.json()["openapi"], "3.0.3");
+
+    let r = http(a, "DELETE", "/api/v1/connections?proto=udp", None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["deleted"], 1);
+    assert_eq!(v["items"][0]["proto"], "udp");
+    let r = http(a, "GET", "/api/v1/connections/count", None);
+    assert_eq!(r.json()["count"], 2);
+    let r = http(a, "DELETE", "/api/v1/connections?proto=udp", None);
+    assert_eq!(r.json()["deleted"], 0);
+
+    let r = http(a, "POST", "/api/v1/connections/flush", None);
+    assert_eq!(r.json()["deleted"], 2);
+    let r = http(a, "GET", "/api/v1/connections", None);
+    assert_eq!(r.json()["total"], 0);
+    s.stop();
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason() {
+    let s = server(None);
+    let a = s.addr();
+    for (path, name) in [
+        ("/api/v1/connections?proto=bogus", "proto"),
+        ("/api/v1/connections?src=300.1.1.1", "src"),
+        ("/api/v1/connections?dport=http", "dport"),
+        ("/api/v1/connections?limit=100000", "limit"),
+        ("/api/v1/connections?sort=colour", "sort"),
+        ("/api/v1/connections?state=SLEEPY", "state"),
+        ("/api/v1/connections?frobnicate=1", "frobnicate"),
+        ("/api/v1/connections/count?format=text", "format"),
+        ("/api/v1/stats?verbose=1", "verbose"),
+    ] {
+        let r = http(a, "GET", path, None);
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert!(
+            error_of(&r).starts_with(&format!("{name}:")),
+            "{path}: {r:?}"
+        );
+    }
+    // A deletion needs a filter.
+    let r = http(a, "DELETE", "/api/v1/connections", None);
+    assert_eq!(r.status, 400);
+    assert!(error_of(&r).contains("flush"), "{r:?}");
+    assert_eq!(
+        http(a, "GET", "/api/v1/connections/count", None).json()["count"],
+        3
+    );
+
+    let r = http(a, "GET", "/api/v1/nothing", None);
+    assert_eq!(r.status, 404);
+    assert!(error_of(&r).contains("/api/v1/nothing"));
+    let r = http(a, "GET", "/", None);
+    assert_eq!(r.status, 404);
+
+    let r = http(a, "POST", "/api/v1/connections", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, DELETE"));
+    assert!(error_of(&r).contains("POST"));
+    let r = http(a, "GET", "/api/v1/connections/flush", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("POST"));
+    let r = http(a, "PUT", "/metrics", None);
+    assert_eq!(r.status, 405);
+}
+
+#[test]
+fn tokens_are_enforced() {
+    let s = server(Some("s3cret-token"));
+    let a = s.addr();
+    for path in [
+        "/api/v1/connections",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/nope",
+    ] {
+        let r = http(a, "GET", path, None);
+        assert_eq!(r.status, 401, "{path}");
+        assert!(error_of(&r).contains("Bearer"), "{r:?}");
+        assert!(r.header("WWW-Authenticate").unwrap().starts_with("Bearer"));
+        let r = http(a, "GET", path, Some("s3cret-tokeN"));
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(error_of(&r), "wrong token");
+        let r = http(a, "GET", path, Some("s3cret"));
+        assert_eq!(r.status, 401, "{path}");
+    }
+    let r = http(a, "GET", "/api/v1/connections", Some("s3cret-token"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["total"], 3);
+    let r = http(a, "GET", "/nope", Some("s3cret-token"));
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn binds_beyond_loopback_need_a_token() {
+    let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+    let e = check_bind(any, None).unwrap_err();
+    assert!(e.to_string().contains("token"), "{e}");
+    assert!(check_bind(any, Some("")).is_err());
+    assert!(check_bind(any, Some("t")).is_ok());
+    assert!(check_bind("127.0.0.1:9180".parse().unwrap(), None).is_ok());
+    assert!(check_bind("[::1]:9180".parse().unwrap(), None).is_ok());
+    assert!(check_bind("[::]:9180".parse().unwrap(), None).is_err());
+    assert!(check_bind("192.0.2.1:9180".parse().unwrap(), None).is_err());
+
+    let router = Arc::new(Mutex::new(rig(false).r));
+    let now = keepstate_engine::Time::from_secs(1);
+    let refused = serve(any, None, router, move || now);
+    assert!(refused.is_err(), "served on 0.0.0.0 without a token");
+
+    assert_eq!(parse_bind("none").unwrap(), None);
+    assert_eq!(
+        parse_bind("127.0.0.1:9180").unwrap(),
+        Some("127.0.0.1:9180".parse().unwrap())
+    );
+    assert!(parse_bind("localhost").is_err());
+}
+
+// --- The OpenAPI document as a contract ----------------------------------------------------
+
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let path = r.strip_prefix("#/").expect("local reference");
+            let mut cur = doc;
+            for part in path.split('/') {
+                cur = &cur[part];
+            }
+            assert!(!cur.is_null(), "dangling reference {r}");
+            resolve(doc, cur)
+        }
+        None => v,
+    }
+}
+
+/// Checks `value` has every field `schema` requires, recursively through properties and
+/// array items; returns how many fields were checked.
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> usize {
+    let schema = resolve(doc, schema);
+    let mut n = 0;
+    if value.is_null() {
+        assert!(schema["nullable"] == true, "{at} is null");
+        return 0;
+    }
+    match schema["type"].as_str() {
+        Some("object") => assert!(value.is_object(), "{at}: not an object: {value}"),
+        Some("array") => assert!(value.is_array(), "{at}: not an array: {value}"),
+        Some("integer") => assert!(value.is_u64() || value.is_i64(), "{at}: not an integer"),
+        Some("string") => assert!(value.is_string(), "{at}: not a string: {value}"),
+        _ => {}
+    }
+    if let Some(e) = schema["enum"].as_array() {
+        assert!(e.contains(value), "{at}: {value} not in {e:?}");
+    }
+    for f in schema["required"].as_array().into_iter().flatten() {
+        let f = f.as_str().unwrap();
+        assert!(
+            value.get(f).is_some(),
+            "{at}: required field {f} missing: {value}"
+        );
+        n += 1;
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, s) in props {
+            if let Some(v) = obj.get(k) {
+                n += conforms(doc, s, v, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            n += conforms(doc, items, v, &format!("{at}[{i}]"));
+        }
+    }
+    n
+}
+
+/// A valid sample for a parameter, from its schema.
+fn sample(name: &str, schema: &Value) -> String {
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.as_str().unwrap().to_string();
+    }
+    match (name, schema["type"].as_str()) {
+        ("proto", _) => "tcp".into(),
+        (_, Some("integer")) => schema["default"]
+            .as_u64()
+            .or(schema["minimum"].as_u64())
+            .unwrap_or(0)
+            .to_string(),
+        _ => "192.168.1.0%2F24".into(),
+    }
+}
+
+#[test]
+fn every_documented_operation_is_served_as_documented() {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let mut checked_fields = 0;
+    let mut ops = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let method = method.to_uppercase();
+            // A fresh server for each: deletions must not empty the table for the next.
+            let s = server(None);
+            let a = s.addr();
+            let params: Vec<&Value> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| resolve(&doc, p))
+                .collect();
+            // DELETE needs a filter: give it the first documented one.
+            let base = if method == "DELETE" {
+                "?proto=udp".to_string()
+            } else {
+                String::new()
+            };
+            let r = http(a, &method, &format!("{path}{base}"), None);
+            let ok = &op["responses"]["200"];
+            assert!(!ok.is_null(), "{method} {path} documents no 200");
+            assert_eq!(r.status, 200, "{method} {path}: {r:?}");
+            if let Some(schema) = ok["content"]["application/json"].get("schema") {
+                assert_eq!(r.header("Content-Type"), Some("application/json"));
+                checked_fields += conforms(&doc, schema, &r.json(), &format!("{method} {path}"));
+            } else {
+                assert!(r.header("Content-Type").unwrap().starts_with("text/plain"));
+            }
+            // Every documented parameter is accepted with a valid value.
+            for p in &params {
+                let name = p["name"].as_str().unwrap();
+                assert_eq!(p["in"], "query");
+                let v = sample(name, &p["schema"]);
+                // `order` is documented as needing `sort`.
+                let with = if name == "order" { "&sort=bytes" } else { "" };
+                let r = http(a, &method, &format!("{path}?{name}={v}{with}"), None);
+                assert_eq!(r.status, 200, "{method} {path}?{name}={v}: {r:?}");
+            }
+            // Anything undocumented is refused, as the 400 response says.
+            let sep = if base.is_empty() { "?" } else { "&" };
+            let r = http(
+                a,
+                &method,
+                &format!("{path}{base}{sep}undocumented=1"),
+                None,
+            );
+            if !op["responses"]["400"].is_null() {
+                assert_eq!(r.status, 400, "{method} {path}: {r:?}");
+                let bad = resolve(&doc, &op["responses"]["400"]);
+                let schema = &bad["content"]["application/json"]["schema"];
+                conforms(&doc, schema, &r.json(), "400");
+            }
+            // The documented 401 appears once a token is required.
+            if !op["responses"]["401"].is_null() {
+                let t = server(Some("tok"));
+                let r = http(t.addr(), &method, &format!("{path}{base}"), None);
+                assert_eq!(r.status, 401, "{method} {path}");
+            }
+            ops += 1;
+        }
+    }
+    assert_eq!(ops, 8, "every operation the server has is documented");
+    assert!(checked_fields > 50, "{checked_fields}");
+}

@@ -259,10 +259,18 @@ const ROUTES: [(&str, &[&str]); 7] = [
 ];
 
 fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>) -> Reply {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    // The web interface's pages hold no data (every figure they show comes from the API,
+    // which checks the token), and a browser cannot send a bearer token when it loads a
+    // page: so they are served to anyone who can reach the address.
+    if method == "GET" && !path.starts_with("/api/") && path != "/metrics" {
+        if let Some(page) = page(path) {
+            return page;
+        }
+    }
     if let Err(r) = authorised(ctx, auth) {
         return r;
     }
-    let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let Some((_, methods)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return Reply::error(404, &format!("no such path: {path}"));
     };
@@ -280,6 +288,23 @@ fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>) -> Reply {
         Ok(r) => r,
         Err(e) => e.into(),
     }
+}
+
+/// A page of the web interface, with the headers that lock it to its own origin.
+fn page(path: &str) -> Option<Reply> {
+    let a = keepstate_webui::asset(path)?;
+    // The assets are text (HTML, CSS, JavaScript, SVG), checked by the webui crate's tests.
+    let body = std::str::from_utf8(a.body).ok()?.to_string();
+    let mut r = Reply {
+        status: 200,
+        content_type: a.content_type,
+        body,
+        headers: Vec::new(),
+    };
+    for (k, v) in keepstate_webui::HEADERS {
+        r = r.with(k, (*v).to_string());
+    }
+    Some(r)
 }
 
 fn no_params(query: &str) -> Result<(), ApiError> {

@@ -171,7 +171,7 @@ fn bad_requests_are_refused_with_a_reason() {
     let r = http(a, "GET", "/api/v1/nothing", None);
     assert_eq!(r.status, 404);
     assert!(error_of(&r).contains("/api/v1/nothing"));
-    let r = http(a, "GET", "/", None);
+    let r = http(a, "GET", "/no-such-page", None);
     assert_eq!(r.status, 404);
 
     let r = http(a, "POST", "/api/v1/connections", None);
@@ -210,6 +210,31 @@ fn tokens_are_enforced() {
     assert_eq!(r.json()["total"], 3);
     let r = http(a, "GET", "/nope", Some("s3cret-token"));
     assert_eq!(r.status, 404);
+}
+
+/// The web interface's pages come from the same address without a token (a browser cannot
+/// send one when it loads a page); the data they fetch still needs it.
+#[test]
+fn web_pages_are_served_with_their_headers() {
+    let s = server(Some("s3cret-token"));
+    let a = s.addr();
+    let r = http(a, "GET", "/", None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("Content-Type").unwrap().starts_with("text/html"));
+    assert!(r.body.contains("app.js"), "{}", r.body);
+    let csp = r.header("Content-Security-Policy").unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert_eq!(r.header("X-Content-Type-Options").unwrap(), "nosniff");
+    let r = http(a, "GET", "/app.js", None);
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    // Pages are GET only; anything else and unknown paths go through the token check.
+    assert_eq!(http(a, "POST", "/", None).status, 401);
+    assert_eq!(http(a, "GET", "/no-such-page", None).status, 401);
+    assert_eq!(http(a, "GET", "/api/v1/stats", None).status, 401);
 }
 
 #[test]

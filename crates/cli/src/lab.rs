@@ -351,14 +351,21 @@ Try:
     );
     match lab.router {
         RouterKind::Kernel => println!("  ip netns exec {p}-router conntrack -L                    the kernel's connection table"),
-        RouterKind::Keepstate => match (&lab.daemon, &lab.log) {
-            (Some(d), Some(log)) => println!(
-                "  kill -USR1 {pid}; tail {log}   keepstate's connection table (conntrack -L)",
-                pid = d.id(),
-                log = log.display()
-            ),
-            _ => println!("  (keepstate prints its connection table to its output when it stops)"),
-        },
+        RouterKind::Keepstate => {
+            // The binary by its path: `ip netns exec` keeps PATH, which may not have it.
+            let exe = std::env::current_exe()
+                .map(|e| e.display().to_string())
+                .unwrap_or_else(|_| "keepstate".into());
+            println!(
+                "  ip netns exec {p}-router {exe} conntrack -L
+                                                                    keepstate's connection table
+  ip netns exec {p}-router {exe} status
+                                                                    its counters, top drops
+  ip netns exec {p}-router curl -s 127.0.0.1:9180/metrics          Prometheus metrics
+  ip netns exec {p}-router chromium --no-sandbox http://127.0.0.1:9180/
+                                                                    the web interface"
+            )
+        }
     }
     if foreground {
         println!("\nCtrl-C stops the lab and deletes its namespaces.");

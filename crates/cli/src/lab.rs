@@ -74,6 +74,9 @@ pub struct UpArgs {
     /// Worker threads for `keepstate run` (its default: one per core).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// The I/O `keepstate run` uses: `packet` (its default) or `xdp`.
+    #[arg(long, value_enum)]
+    io: Option<crate::run::IoKind>,
 }
 
 #[derive(clap::Args)]
@@ -254,6 +257,13 @@ fn build(args: &UpArgs, state: &Path) -> Result<Lab> {
         ];
         if let Some(n) = args.workers {
             argv.extend(["--workers".into(), n.to_string()]);
+        }
+        if let Some(io) = args.io {
+            let io = match io {
+                crate::run::IoKind::Packet => "packet",
+                crate::run::IoKind::Xdp => "xdp",
+            };
+            argv.extend(["--io".into(), io.into()]);
         }
         let child = proc::spawn_in(&topo::ns(p, "router"), &argv, &log)?;
         let pid = child.id();

@@ -5,6 +5,8 @@
 //! - One packet socket per interface per worker, each with a TPACKET_V3 receive ring. With
 //!   more than one worker the sockets of an interface join one fanout group hashed on the
 //!   kernel's flow hash, so the I/O (ring reads, copies, `sendmmsg`) runs on every core.
+//! - With `--io xdp`, AF_XDP sockets instead (an XDP program on each interface redirects
+//!   its frames to them): one per receive queue per interface, and a worker per queue.
 //! - One state: a single [`Router`] (firewall, connection table, NAT, neighbour cache)
 //!   behind a lock that a worker takes once per batch of frames. Both directions of every
 //!   connection, translated or not, therefore see the same entry whatever worker reads them;
@@ -24,7 +26,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use keepstate_dataplane::linux::{if_info, set_up, IfInfo, Ring, RingConfig};
+use keepstate_dataplane::gso::Offload;
+use keepstate_dataplane::linux::{
+    if_info, rx_queues, set_up, IfInfo, IoError, Ring, RingConfig, XdpConfig, XdpProgram, XdpSocket,
+};
 use keepstate_dataplane::router::{Out, Port, Router, RouterConfig};
 use keepstate_engine::{listing, DropReason, Time};
 use keepstate_policy::config;
@@ -56,6 +61,55 @@ pub struct Args {
     /// The bearer token the control API requires (default: $KEEPSTATE_TOKEN).
     #[arg(long, value_name = "TOKEN")]
     pub control_token: Option<String>,
+    /// How frames are read and sent: `packet` (AF_PACKET with TPACKET_V3 rings, keeps GRO
+    /// and TSO) or `xdp` (AF_XDP sockets fed by an XDP program; one worker per receive
+    /// queue, so at most as many workers as the interface with the fewest queues has).
+    #[arg(long, value_enum, default_value_t = IoKind::Packet)]
+    pub io: IoKind,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum IoKind {
+    Packet,
+    Xdp,
+}
+
+/// A worker's socket on one interface: either backend, with the same three operations.
+// A few of these per worker, made once: their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Sock {
+    Packet(Ring),
+    Xdp(XdpSocket),
+}
+
+impl Sock {
+    fn fd(&self) -> libc::c_int {
+        match self {
+            Sock::Packet(r) => r.fd(),
+            Sock::Xdp(x) => x.fd(),
+        }
+    }
+
+    fn recv(
+        &mut self,
+        timeout_ms: i32,
+        f: impl FnMut(&mut [u8], Offload),
+    ) -> Result<usize, IoError> {
+        match self {
+            Sock::Packet(r) => r.recv(timeout_ms, f),
+            Sock::Xdp(x) => x.recv(timeout_ms, f),
+        }
+    }
+
+    fn send_offloaded<'a>(
+        &mut self,
+        frames: impl Iterator<Item = (&'a mut [u8], Offload)>,
+    ) -> Result<usize, IoError> {
+        match self {
+            Sock::Packet(r) => r.send_offloaded(frames),
+            Sock::Xdp(x) => x.send_offloaded(frames),
+        }
+    }
 }
 
 /// Set from the signal handlers; read by the workers between batches.
@@ -204,7 +258,7 @@ fn lock(r: &Mutex<Router>) -> MutexGuard<'_, Router> {
 
 /// One worker: a ring on every interface, read in turn, the router locked once per batch.
 struct Worker {
-    rings: Vec<(IfaceId, Ring)>,
+    rings: Vec<(IfaceId, Sock)>,
 }
 
 impl Worker {
@@ -271,8 +325,14 @@ impl Worker {
         if out.is_empty() {
             return;
         }
+        let mut done: Vec<IfaceId> = Vec::new();
         for (port, ring) in &mut self.rings {
             let port = *port;
+            // A worker may read several queues of one interface; it sends through one.
+            if done.contains(&port) {
+                continue;
+            }
+            done.push(port);
             let frames = out
                 .iter_mut()
                 .filter(|(p, _, _)| *p == port)
@@ -352,7 +412,7 @@ pub fn run(args: &Args) -> Result<()> {
         infos.push(info);
     }
 
-    let workers = args
+    let mut workers = args
         .workers
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -364,8 +424,43 @@ pub fn run(args: &Args) -> Result<()> {
 
     // Rings are opened before the kernel is touched: a missing privilege fails here with
     // nothing to undo.
+    if args.io == IoKind::Xdp {
+        // One socket per receive queue, dealt round to the workers: a queue without a socket
+        // would hand its frames to the kernel (which the isolation drops). Every worker
+        // needs a socket on every interface to send there, hence no more workers than the
+        // interface with the fewest queues has.
+        let queues = infos.iter().map(rx_queues).min().unwrap_or(1);
+        if workers > queues as usize {
+            eprintln!(
+                "keepstate: notice: --io xdp runs one worker per receive queue; the \
+                 interfaces have {queues}, so {queues} worker{}",
+                if queues == 1 { "" } else { "s" }
+            );
+            workers = queues as usize;
+        }
+    }
     let mut all: Vec<Worker> = (0..workers).map(|_| Worker { rings: Vec::new() }).collect();
     for (i, info) in infos.iter().enumerate() {
+        if args.io == IoKind::Xdp {
+            let iface = IfaceId::try_from(i).map_err(|_| anyhow!("too many interfaces"))?;
+            let cfg = XdpConfig::default();
+            let prog = XdpProgram::attach(info, &cfg).map_err(|e| anyhow!("{e}"))?;
+            let mut zero_copy = false;
+            for q in 0..prog.queues() {
+                let sock = XdpSocket::open_on(&prog, info, q, &cfg).map_err(|e| anyhow!("{e}"))?;
+                zero_copy = sock.zero_copy();
+                if let Some(w) = all.get_mut(q as usize % workers) {
+                    w.rings.push((iface, Sock::Xdp(sock)));
+                }
+            }
+            eprintln!(
+                "keepstate: interface {}: AF_XDP, {} XDP, {}",
+                info.name,
+                prog.mode(),
+                if zero_copy { "zero-copy" } else { "copy mode" }
+            );
+            continue;
+        }
         let iface = IfaceId::try_from(i).map_err(|_| anyhow!("too many interfaces"))?;
         let group =
             u16::try_from((std::process::id().wrapping_add(info.ifindex)) & 0xffff).unwrap_or(0);
@@ -376,7 +471,7 @@ pub fn run(args: &Args) -> Result<()> {
         };
         for w in &mut all {
             let ring = Ring::open(info, &cfg).map_err(|e| anyhow!("{e}"))?;
-            w.rings.push((iface, ring));
+            w.rings.push((iface, Sock::Packet(ring)));
         }
     }
 

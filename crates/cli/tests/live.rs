@@ -327,7 +327,11 @@ fn has_entry(listing: &str, parts: &[&str]) -> bool {
 }
 
 fn lan_to_wan(test: &str, router: Router) {
-    let Some(mut lab) = Lab::start(test, router, &[]) else {
+    lan_to_wan_with(test, router, &[]);
+}
+
+fn lan_to_wan_with(test: &str, router: Router, extra: &[&str]) {
+    let Some(mut lab) = Lab::start(test, router, extra) else {
         return;
     };
     // HTTP through NAT: the internet sees the router's WAN address.
@@ -589,6 +593,16 @@ fn kernel_port_forward() {
 #[test]
 fn keepstate_lan_to_wan() {
     lan_to_wan("keepstate_lan_to_wan", Router::Keepstate);
+}
+
+/// The same through AF_XDP sockets (`keepstate run --io xdp`), native XDP on the veths.
+#[test]
+fn keepstate_lan_to_wan_xdp() {
+    lan_to_wan_with(
+        "keepstate_lan_to_wan_xdp",
+        Router::Keepstate,
+        &["--io", "xdp"],
+    );
 }
 
 #[test]

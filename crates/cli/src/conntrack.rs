@@ -357,6 +357,223 @@ pub fn status_text(v: &Value) -> String {
     s
 }
 
+#[derive(clap::Args)]
+pub struct ReloadArgs {
+    /// Leave the connections the new policy would not let open in the table (by default
+    /// they are removed).
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub api: Api,
+}
+
+/// `keepstate reload`: the running router reads its policy file again (as on SIGHUP).
+/// The connections the new policy refused are printed as `conntrack -L` lines; a refused
+/// file's diagnostics go to standard error and the command fails.
+pub fn reload(args: &ReloadArgs) -> Result<()> {
+    let client = Client::new(&args.api)?;
+    let body = if args.keep { r#"{"keep":true}"# } else { "{}" };
+    let r = client.request_with("POST", "/api/v1/reload", Some(body))?;
+    if r.status == 422 {
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        for d in v
+            .get("diagnostics")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            eprintln!("{d}");
+        }
+        let msg = v.get("error").and_then(Value::as_str).unwrap_or("refused");
+        bail!("reload refused: {msg}");
+    }
+    let v: Value = serde_json::from_str(&r.ok()?).context("control API: the answer is not JSON")?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in v
+        .get("refused")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    for w in v
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(
+            v.get("notes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        )
+        .filter_map(Value::as_str)
+    {
+        eprintln!("{w}");
+    }
+    let forbidden = at(&v, &["forbidden"]);
+    eprintln!(
+        "keepstate: policy reloaded: {} connections checked, {forbidden} no longer allowed ({}), \
+         {} in the table",
+        at(&v, &["checked"]),
+        if args.keep {
+            "kept".to_string()
+        } else {
+            format!("{} removed", at(&v, &["removed"]))
+        },
+        at(&v, &["connections"]),
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RulesArgs {
+    /// Print the API's JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub api: Api,
+}
+
+/// `keepstate rules`: the policy in force with its counters, one line a rule, as
+/// `nft list ruleset` shows counters.
+pub fn rules(args: &RulesArgs) -> Result<()> {
+    let client = Client::new(&args.api)?;
+    let v = client.json("GET", "/api/v1/rules")?;
+    if args.json {
+        println!("{v}");
+    } else {
+        print!("{}", rules_text(&v));
+    }
+    Ok(())
+}
+
+fn strs(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Fields of a rule's JSON that are not part of its match.
+const RULE_KEYS: [&str; 11] = [
+    "index", "name", "src", "dest", "target", "log", "limit", "hits", "packets", "bytes", "match",
+];
+
+fn rule_lines(out: &mut String, heading: &str, rules: &[Value]) {
+    use std::fmt::Write as _;
+    if rules.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{heading}:");
+    let _ = writeln!(
+        out,
+        "  {:>3}  {:<24} {:<18} {:<8} {:>10} {:>12}  match",
+        "#", "name", "chain", "action", "packets", "bytes"
+    );
+    for r in rules {
+        let matches: Vec<String> = r
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !RULE_KEYS.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+            .collect();
+        let mut m = matches.join(" ");
+        if let Some(l) = r.get("limit").and_then(Value::as_str) {
+            m.push_str(&format!(" limit {l}"));
+        }
+        if r.get("log").and_then(Value::as_bool) == Some(true) {
+            m.push_str(" log");
+        }
+        let _ = writeln!(
+            out,
+            "  {:>3}  {:<24} {:<18} {:<8} {:>10} {:>12}  {}",
+            at(r, &["index"]) + 1,
+            s(r, "name"),
+            format!("{} -> {}", s(r, "src"), s(r, "dest")),
+            s(r, "target"),
+            at(r, &["packets"]),
+            at(r, &["bytes"]),
+            m.trim()
+        );
+    }
+}
+
+/// `keepstate rules`' table.
+pub fn rules_text(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let list = |k: &str| -> Vec<Value> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for z in list("zones") {
+        let _ = writeln!(
+            out,
+            "zone {}: input {}, output {}, forward {}{}  [{}{}]",
+            s(&z, "name"),
+            s(&z, "input"),
+            s(&z, "output"),
+            s(&z, "forward"),
+            if z.get("masq").and_then(Value::as_bool) == Some(true) {
+                ", masquerade"
+            } else {
+                ""
+            },
+            strs(&z, "interfaces").join(" "),
+            match strs(&z, "networks") {
+                n if n.is_empty() => String::new(),
+                n => format!(": {}", n.join(" ")),
+            }
+        );
+    }
+    for f in list("forwards") {
+        let _ = writeln!(out, "forwarding {} -> {}", s(&f, "src"), s(&f, "dest"));
+    }
+    rule_lines(&mut out, "rules", &list("rules"));
+    rule_lines(&mut out, "notrack", &list("notrack"));
+    let forwards = list("port_forwards");
+    if !forwards.is_empty() {
+        let _ = writeln!(out, "\nport forwards:");
+        for f in forwards {
+            let _ = writeln!(
+                out,
+                "  {:<24} {} {} {}:{} -> {}:{}{}",
+                s(&f, "name"),
+                s(&f, "src"),
+                s(&f, "proto"),
+                f.get("external_ip")
+                    .and_then(Value::as_str)
+                    .unwrap_or("(zone address)"),
+                s(&f, "src_dport"),
+                s(&f, "dest_ip"),
+                s(&f, "dest_port"),
+                if f.get("reflection").and_then(Value::as_bool) == Some(true) {
+                    " reflection"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    out
+}
+
 /// A minimal HTTP/1.1 client: one request per connection, which is all a command-line tool
 /// makes, and no dependency for it.
 struct Client {
@@ -408,6 +625,11 @@ impl Client {
     }
 
     fn request(&self, method: &str, path: &str) -> Result<Reply> {
+        self.request_with(method, path, None)
+    }
+
+    /// A request with a JSON body.
+    fn request_with(&self, method: &str, path: &str, body: Option<&str>) -> Result<Reply> {
         let mut s =
             TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).with_context(|| {
                 format!(
@@ -425,10 +647,14 @@ impl Client {
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
-        if method != "GET" {
-            req.push_str("Content-Length: 0\r\n");
+        match body {
+            Some(b) => req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
+            None if method != "GET" => req.push_str("Content-Length: 0\r\n\r\n"),
+            None => req.push_str("\r\n"),
         }
-        req.push_str("\r\n");
         s.write_all(req.as_bytes())?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw)

@@ -54,6 +54,10 @@ enum Cmd {
     Conntrack(conntrack::Args),
     /// A running router's summary: uptime, connections, packets, drops.
     Status(conntrack::StatusArgs),
+    /// Make a running router read its policy file again, keeping its connections.
+    Reload(conntrack::ReloadArgs),
+    /// A running router's policy with each rule's counters.
+    Rules(conntrack::RulesArgs),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +86,8 @@ fn main() -> ExitCode {
         Cmd::Blast(c) => blast::run(&c),
         Cmd::Conntrack(a) => conntrack::run(&a),
         Cmd::Status(a) => conntrack::status(&a),
+        Cmd::Reload(a) => conntrack::reload(&a),
+        Cmd::Rules(a) => conntrack::rules(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

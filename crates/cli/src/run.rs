@@ -115,6 +115,7 @@ impl Sock {
 /// Set from the signal handlers; read by the workers between batches.
 static STOP: AtomicBool = AtomicBool::new(false);
 static DUMP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 static SIGNAL: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn on_stop(sig: libc::c_int) {
@@ -127,15 +128,21 @@ extern "C" fn on_dump(_: libc::c_int) {
     DUMP.store(true, Ordering::Relaxed);
 }
 
+extern "C" fn on_reload(_: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
+
 fn install_signals() {
     let stop = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
     let dump = on_dump as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    let reload = on_reload as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: the handlers only store to atomics, which is async-signal-safe; `signal` is
     // called before any worker thread exists.
     unsafe {
         libc::signal(libc::SIGINT, stop);
         libc::signal(libc::SIGTERM, stop);
         libc::signal(libc::SIGUSR1, dump);
+        libc::signal(libc::SIGHUP, reload);
     }
 }
 
@@ -506,7 +513,13 @@ pub fn run(args: &Args) -> Result<()> {
     let control = match control_at {
         Some(at) => {
             let c = clock.clone();
-            let server = keepstate_control::serve(at, token, router.clone(), move || c.now())?;
+            let server = keepstate_control::serve_with(
+                at,
+                token,
+                router.clone(),
+                move || c.now(),
+                Some(args.config.clone()),
+            )?;
             eprintln!("keepstate: control API on http://{}", server.addr());
             Some(server)
         }
@@ -516,7 +529,7 @@ pub fn run(args: &Args) -> Result<()> {
     install_signals();
     eprintln!(
         "keepstate: routing between {} with {workers} worker{} (SIGINT/SIGTERM stops, SIGUSR1 \
-         prints the connection table)",
+         prints the connection table, SIGHUP reloads the policy)",
         names.join(", "),
         if workers == 1 { "" } else { "s" }
     );
@@ -536,6 +549,14 @@ pub fn run(args: &Args) -> Result<()> {
         if DUMP.swap(false, Ordering::Relaxed) {
             print_table(&lock(&router));
         }
+        if RELOAD.swap(false, Ordering::Relaxed) {
+            reload(&router, &clock, &args.config);
+        }
+        // Drop log lines rules asked for, written without holding the router.
+        let lines = lock(&router).take_log_lines();
+        for l in lines {
+            eprintln!("keepstate: {l}");
+        }
     }
     for h in handles {
         if h.join().is_err() {
@@ -553,6 +574,43 @@ pub fn run(args: &Args) -> Result<()> {
     let sig = SIGNAL.load(Ordering::Relaxed);
     eprintln!("keepstate: stopped (signal {sig}), interfaces given back to the kernel");
     Ok(())
+}
+
+/// SIGHUP: the policy file read again and put in force, the connection table kept (see
+/// `keepstate_control::reload_file`); the outcome goes to standard error.
+fn reload(router: &Mutex<Router>, clock: &Clock, path: &std::path::Path) {
+    match keepstate_control::reload_file(router, &|| clock.now(), path, false) {
+        Ok(done) => {
+            for w in &done.warnings {
+                eprintln!("{w}");
+            }
+            let r = &done.report;
+            eprintln!(
+                "keepstate: reloaded {}: {} connections checked, {} no longer allowed and \
+                 removed, {} in the table",
+                path.display(),
+                r.checked,
+                r.removed,
+                r.kept
+            );
+            for c in r.listed.iter().take(keepstate_control::RELOAD_REPORT) {
+                eprintln!("keepstate: removed: {}", listing::conntrack_line(c));
+            }
+            for n in &r.notes {
+                eprintln!("keepstate: note: {n}");
+            }
+        }
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            eprintln!(
+                "keepstate: reload of {} refused: {}; the running policy stays in force",
+                path.display(),
+                e.message
+            );
+        }
+    }
 }
 
 fn print_table(r: &Router) {

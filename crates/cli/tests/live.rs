@@ -86,6 +86,12 @@ struct Lab {
 impl Lab {
     /// `None` (after printing why) when the test cannot run here.
     fn start(test: &str, router: Router, extra: &[&str]) -> Option<Lab> {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml");
+        Lab::start_with(test, router, &example, extra)
+    }
+
+    /// [`Lab::start`] with the router's policy file `config`.
+    fn start_with(test: &str, router: Router, config: &Path, extra: &[&str]) -> Option<Lab> {
         if let Some(why) = skip_reason(router) {
             eprintln!("SKIPPED {test}: {why}");
             return None;
@@ -115,7 +121,7 @@ impl Lab {
             .arg("--log")
             .arg(&lab.log)
             .arg("--config")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml"))
+            .arg(config)
             .args(extra)
             .stdin(Stdio::null())
             .output()
@@ -568,6 +574,199 @@ fn port_forward(test: &str, router: Router) {
     let t = text(&o);
     assert!(o.status.success(), "{test}: hairpin from lan2: {t}");
     assert!(t.contains("server=lan1 client=192.168.1.1 "), "{test}: {t}");
+}
+
+/// A TCP echo exchange to 203.0.113.1:7: a numbered line every 50 ms for `secs` seconds,
+/// each answer timed; prints `sent N received N missing N late N worst S` (late: answered
+/// after more than a second). args: SECS
+const STEADY_ECHO: &str = r#"
+import socket, sys, time
+secs = float(sys.argv[1])
+s = socket.create_connection(("203.0.113.1", 7), timeout=3)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.settimeout(0.01)
+print("connected", flush=True)
+sent, buf, got, late, worst, i = {}, b"", 0, 0, 0.0, 0
+start = time.time()
+end = start + secs
+due = start
+while time.time() < end or (sent and time.time() < end + 1.5):
+    now = time.time()
+    if now < end and now >= due:
+        s.sendall(b"%d\n" % i)
+        sent[i] = now
+        i += 1
+        due += 0.05
+    try:
+        data = s.recv(4096)
+        if not data:
+            print("closed by the peer")
+            break
+        buf += data
+    except socket.timeout:
+        pass
+    while b"\n" in buf:
+        line, buf = buf.split(b"\n", 1)
+        t = time.time() - sent.pop(int(line))
+        got += 1
+        worst = max(worst, t)
+        if t > 1.0:
+            late += 1
+print("sent %d received %d missing %d late %d worst %.3f" % (i, got, len(sent), late, worst))
+"#;
+
+/// One TCP connection to 203.0.113.1:7: an echo, then a pause of `secs` seconds (while the
+/// test reloads), then another line: prints `first ok`, then `second echo`, `second reset`
+/// or `second timeout`. args: SECS
+const PAUSED_ECHO: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("203.0.113.1", 7), timeout=3)
+s.sendall(b"one\n")
+print("first", "ok" if s.recv(100) == b"one\n" else "bad", flush=True)
+time.sleep(float(sys.argv[1]))
+s.settimeout(2)
+try:
+    s.sendall(b"two\n")
+    print("second", "echo" if s.recv(100) == b"two\n" else "closed")
+except socket.timeout:
+    print("second timeout")
+except OSError as e:
+    print("second reset", e)
+"#;
+
+/// `keepstate reload` in the router's namespace (where the control API listens).
+fn reload_router(lab: &Lab) -> Output {
+    lab.exec("router", 15, &[env!("CARGO_BIN_EXE_keepstate"), "reload"])
+}
+
+/// Reloads keep established connections: a steady echo exchange loses no line and none is
+/// late while the policy is reloaded three times; then a policy forbidding LAN -> WAN port 7
+/// removes the open connection to it, and its next packet is refused.
+#[test]
+fn keepstate_reload_keeps_connections() {
+    let test = "keepstate_reload_keeps_connections";
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/home-router.toml");
+    let config = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "reload-{}-{}.toml",
+        std::process::id(),
+        SEQ.load(Ordering::SeqCst)
+    ));
+    let original = std::fs::read_to_string(&example).unwrap();
+    std::fs::write(&config, &original).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Remove(config.clone());
+    let Some(mut lab) = Lab::start_with(test, Router::Keepstate, &config, &[]) else {
+        return;
+    };
+
+    let client = lab
+        .command("lan1", 15, &["python3", "-c", STEADY_ECHO, "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    for n in 0..3 {
+        let o = reload_router(&lab);
+        let t = text(&o);
+        assert!(o.status.success(), "{test}: reload {n}: {t}");
+        assert!(t.contains("policy reloaded"), "{test}: reload {n}: {t}");
+        assert!(t.contains("0 no longer allowed"), "{test}: reload {n}: {t}");
+        std::thread::sleep(std::time::Duration::from_millis(700));
+    }
+    let o = client.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: echo client: {t}");
+    let counts: Vec<u64> = t
+        .lines()
+        .find(|l| l.starts_with("sent "))
+        .unwrap_or_else(|| panic!("{test}: echo client: {t}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // sent, received, missing, late
+    assert!(counts[0] >= 60, "{test}: too few lines sent: {t}");
+    assert_eq!(
+        counts[1], counts[0],
+        "{test}: lines lost across reloads: {t}"
+    );
+    assert_eq!((counts[2], counts[3]), (0, 0), "{test}: {t}");
+
+    // A connection open while a policy forbidding it comes in goes.
+    let mut client = lab
+        .command("lan1", 15, &["python3", "-c", PAUSED_ECHO, "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    {
+        use std::io::BufRead as _;
+        let out = client.stdout.as_mut().unwrap();
+        std::io::BufReader::new(out).read_line(&mut first).unwrap();
+    }
+    assert_eq!(first.trim(), "first ok", "{test}");
+    let forbid = format!(
+        "{original}\n[[rule]]\nname = \"No-Echo\"\nsrc = \"lan\"\ndest = \"wan\"\n\
+         proto = \"tcp\"\ndest_port = 7\naction = \"reject\"\n"
+    );
+    std::fs::write(&config, forbid).unwrap();
+    let o = reload_router(&lab);
+    let t = text(&o);
+    assert!(o.status.success(), "{test}: reload: {t}");
+    assert!(
+        has_entry(
+            &t,
+            &[
+                "ESTABLISHED ",
+                "src=192.168.1.10 ",
+                "dst=203.0.113.1 ",
+                "dport=7 "
+            ]
+        ),
+        "{test}: the reload does not list the echo connection as removed: {t}"
+    );
+    // The first exchange's connection, closing (TIME_WAIT), goes too.
+    assert!(t.contains("2 no longer allowed (2 removed)"), "{test}: {t}");
+    let listing = lab.connections();
+    assert!(
+        !has_entry(&listing, &["dst=203.0.113.1 ", "dport=7 "]),
+        "{test}: the echo connection is still in the table:\n{listing}"
+    );
+    let o = client.wait_with_output().unwrap();
+    let t = format!("{first}{}", text(&o));
+    assert!(t.contains("second "), "{test}: {t}");
+    assert!(
+        !t.contains("second echo"),
+        "{test}: the connection still works: {t}"
+    );
+
+    // A file with errors is refused with its diagnostics; the policy in force stays.
+    std::fs::write(
+        &config,
+        format!("{original}\n[[rule]]\nsrc = \"nowhere\"\n"),
+    )
+    .unwrap();
+    let o = reload_router(&lab);
+    let t = text(&o);
+    assert!(!o.status.success(), "{test}: a bad file was accepted: {t}");
+    let file = config.display().to_string();
+    assert!(
+        t.contains(&format!("{file}:")),
+        "{test}: no file:line:col diagnostics: {t}"
+    );
+    assert!(t.contains("nowhere"), "{test}: {t}");
+    let o = lab.python("lan1", ECHO, &["tcp", "203.0.113.1", "7"]);
+    assert!(
+        !text(&o).contains("echo keepstate-echo"),
+        "{test}: the forbidding policy is no longer in force: {}",
+        text(&o)
+    );
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! token and refuses to start without one; with a token every request must carry
 //! `Authorization: Bearer TOKEN`.
 
+use std::io::Read as _;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -99,12 +101,27 @@ impl Drop for Server {
 }
 
 /// Starts the API on `addr`, on a thread of its own. `now` is the clock the router's packets
-/// are stamped with.
+/// are stamped with. It has no policy file to reload: see [`serve_with`].
 pub fn serve<F>(
     addr: SocketAddr,
     token: Option<String>,
     router: Arc<Mutex<Router>>,
     now: F,
+) -> Result<Server, ServeError>
+where
+    F: Fn() -> Time + Send + 'static,
+{
+    serve_with(addr, token, router, now, None)
+}
+
+/// [`serve`], with the policy file `POST /api/v1/reload` reads again (the daemon's
+/// `--config`).
+pub fn serve_with<F>(
+    addr: SocketAddr,
+    token: Option<String>,
+    router: Arc<Mutex<Router>>,
+    now: F,
+    config: Option<PathBuf>,
 ) -> Result<Server, ServeError>
 where
     F: Fn() -> Time + Send + 'static,
@@ -120,6 +137,7 @@ where
         now: Box::new(now),
         token,
         started: Instant::now(),
+        config,
     };
     let (srv, flag) = (inner.clone(), stop.clone());
     let thread = std::thread::Builder::new()
@@ -146,7 +164,11 @@ struct Ctx {
     now: Box<dyn Fn() -> Time + Send>,
     token: Option<String>,
     started: Instant,
+    config: Option<PathBuf>,
 }
+
+/// The largest request body read (a reload's options are a few bytes).
+const MAX_BODY: u64 = 64 * 1024;
 
 impl Ctx {
     fn lock(&self) -> MutexGuard<'_, Router> {
@@ -197,18 +219,38 @@ impl Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply::error(e.status, &e.message)
+        if e.diagnostics.is_empty() {
+            Reply::error(e.status, &e.message)
+        } else {
+            Reply::json(
+                e.status,
+                &json!({ "error": e.message, "diagnostics": e.diagnostics }),
+            )
+        }
     }
 }
 
-fn answer(ctx: &Ctx, req: tiny_http::Request) {
+fn answer(ctx: &Ctx, mut req: tiny_http::Request) {
     let auth = req
         .headers()
         .iter()
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str().to_string());
-    let reply = route(ctx, req.method().as_str(), req.url(), auth.as_deref());
-    let mut resp = tiny_http::Response::from_string(reply.body).with_status_code(reply.status);
+    let mut body = String::new();
+    let read = req
+        .as_reader()
+        .take(MAX_BODY)
+        .read_to_string(&mut body)
+        .map_err(|_| Reply::error(400, "the request body is not UTF-8 text"));
+    let url = req.url().to_string();
+    let reply = match read {
+        Ok(_) => route(ctx, req.method().as_str(), &url, auth.as_deref(), &body),
+        Err(r) => r,
+    };
+    // The body is in memory whole: send its length, never chunks (simpler for clients).
+    let mut resp = tiny_http::Response::from_string(reply.body)
+        .with_status_code(reply.status)
+        .with_chunked_threshold(usize::MAX);
     let ct = [("Content-Type", reply.content_type.to_string())];
     for (k, v) in ct.iter().chain(reply.headers.iter()) {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
@@ -248,17 +290,20 @@ fn authorised(ctx: &Ctx, auth: Option<&str>) -> Result<(), Reply> {
 }
 
 /// Paths and the methods each answers to.
-const ROUTES: [(&str, &[&str]); 7] = [
+const ROUTES: [(&str, &[&str]); 10] = [
     ("/api/v1/connections", &["GET", "DELETE"]),
     ("/api/v1/connections/count", &["GET"]),
     ("/api/v1/connections/flush", &["POST"]),
+    ("/api/v1/reload", &["POST"]),
+    ("/api/v1/rules", &["GET"]),
+    ("/api/v1/drops", &["GET"]),
     ("/api/v1/stats", &["GET"]),
     ("/api/v1/status", &["GET"]),
     ("/api/v1/openapi.json", &["GET"]),
     ("/metrics", &["GET"]),
 ];
 
-fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>) -> Reply {
+fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>, body: &str) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     // The web interface's pages hold no data (every figure they show comes from the API,
     // which checks the token), and a browser cannot send a bearer token when it loads a
@@ -284,7 +329,7 @@ fn route(ctx: &Ctx, method: &str, url: &str, auth: Option<&str>) -> Reply {
         )
         .with("Allow", methods.join(", "));
     }
-    match handle(ctx, method, path, query) {
+    match handle(ctx, method, path, query, body) {
         Ok(r) => r,
         Err(e) => e.into(),
     }
@@ -311,7 +356,44 @@ fn no_params(query: &str) -> Result<(), ApiError> {
     query::only(&query::pairs(query)?, &[])
 }
 
-fn handle(ctx: &Ctx, method: &str, path: &str, q: &str) -> Result<Reply, ApiError> {
+/// A reload's options: no body, or a JSON object with at most `keep` (a boolean).
+fn reload_options(body: &str) -> Result<bool, ApiError> {
+    if body.trim().is_empty() {
+        return Ok(false);
+    }
+    let v: serde_json::Value = serde_json::from_str(body)
+        .map_err(|e| ApiError::bad_request(format!("body: not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("body: expected a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "keep") {
+        return Err(ApiError::bad_request(format!(
+            "body: {k}: unknown field (known: keep)"
+        )));
+    }
+    match obj.get("keep") {
+        None => Ok(false),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::bad_request("body: keep: expected true or false")),
+    }
+}
+
+fn drops_limit(q: &str) -> Result<usize, ApiError> {
+    let pairs = query::pairs(q)?;
+    query::only(&pairs, &["limit"])?;
+    match pairs.iter().find(|(k, _)| k == "limit") {
+        None => Ok(crate::DEFAULT_DROPS),
+        Some((_, v)) => match v.parse::<usize>() {
+            Ok(n) if n <= keepstate_dataplane::router::DROP_LOG => Ok(n),
+            _ => Err(ApiError::bad_request(format!(
+                "limit: `{v}` is not a number from 0 to {}",
+                keepstate_dataplane::router::DROP_LOG
+            ))),
+        },
+    }
+}
+
+fn handle(ctx: &Ctx, method: &str, path: &str, q: &str, body: &str) -> Result<Reply, ApiError> {
     let uptime = ctx.uptime();
     let reply = match (method, path) {
         ("GET", "/api/v1/connections") => {
@@ -364,6 +446,29 @@ fn handle(ctx: &Ctx, method: &str, path: &str, q: &str) -> Result<Reply, ApiErro
         ("GET", "/api/v1/status") => {
             no_params(q)?;
             Reply::json(200, &json::response(&ctx.run(Command::Status)?, uptime))
+        }
+        ("POST", "/api/v1/reload") => {
+            no_params(q)?;
+            let keep = reload_options(body)?;
+            let Some(path) = &ctx.config else {
+                return Err(ApiError::new(
+                    409,
+                    "this server has no policy file to reload (keepstate run --config names it)",
+                ));
+            };
+            let done = crate::reload_file(&ctx.router, &*ctx.now, path, keep)?;
+            Reply::json(200, &json::reloaded(&done.report, &done.warnings))
+        }
+        ("GET", "/api/v1/rules") => {
+            no_params(q)?;
+            Reply::json(200, &json::response(&ctx.run(Command::Rules)?, uptime))
+        }
+        ("GET", "/api/v1/drops") => {
+            let limit = drops_limit(q)?;
+            Reply::json(
+                200,
+                &json::response(&ctx.run(Command::Drops { limit })?, uptime),
+            )
         }
         ("GET", "/api/v1/openapi.json") => {
             no_params(q)?;

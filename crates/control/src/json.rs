@@ -4,7 +4,8 @@ use keepstate_engine::listing::{conntrack_line, extended_line, proc_line};
 use keepstate_engine::{proto_name, Conn, CtState, DropReason, Family, L4Tuple, Tuple};
 use serde_json::{json, Map, Value};
 
-use crate::{Response, Stats, Status};
+use crate::rules::{DropRow, RuleRow, Rules};
+use crate::{Response, Stats, Status, RELOAD_REPORT};
 
 fn tuple(t: &Tuple, packets: u64, bytes: u64) -> Value {
     let mut m = Map::new();
@@ -176,7 +177,104 @@ pub fn response(r: &Response, uptime_s: u64) -> Value {
         Response::Flushed { count } => json!({ "deleted": count }),
         Response::Stats(s) => stats(s),
         Response::Status(s) => status(s, uptime_s),
+        Response::Reloaded(r) => reloaded(r, &[]),
+        Response::Rules(r) => rules(r),
+        Response::Drops(d) => drop_log(d, std::time::SystemTime::now()),
     }
+}
+
+/// A reload's outcome: counts, the first [`RELOAD_REPORT`] connections the new policy
+/// refused (as `conntrack -L` lines), notes and the file's warnings.
+pub fn reloaded(r: &keepstate_policy::firewall::ReloadReport, warnings: &[String]) -> Value {
+    json!({
+        "ok": true,
+        "checked": r.checked,
+        "forbidden": r.forbidden,
+        "removed": r.removed,
+        "connections": r.kept,
+        "refused": r.listed.iter().take(RELOAD_REPORT).map(conntrack_line).collect::<Vec<_>>(),
+        "notes": r.notes,
+        "warnings": warnings,
+    })
+}
+
+fn rule_row(r: &RuleRow) -> Value {
+    let mut m = Map::new();
+    m.insert("index".into(), json!(r.index));
+    m.insert("name".into(), json!(r.name));
+    m.insert("src".into(), json!(r.src));
+    m.insert("dest".into(), json!(r.dest));
+    for (k, v) in &r.fields {
+        m.insert(k.clone(), json!(v));
+    }
+    m.insert("target".into(), json!(r.target));
+    m.insert("log".into(), json!(r.log));
+    if let Some(l) = &r.limit {
+        m.insert("limit".into(), json!(l));
+    }
+    m.insert("hits".into(), json!(r.packets));
+    m.insert("packets".into(), json!(r.packets));
+    m.insert("bytes".into(), json!(r.bytes));
+    Value::Object(m)
+}
+
+/// The policy in force, in the shape the web interface's firewall page reads.
+pub fn rules(r: &Rules) -> Value {
+    json!({
+        "zones": r.zones.iter().map(|z| json!({
+            "name": z.name,
+            "interfaces": z.interfaces,
+            "networks": z.networks,
+            "input": z.input,
+            "output": z.output,
+            "forward": z.forward,
+            "masq": z.masquerade,
+        })).collect::<Vec<_>>(),
+        "rules": r.rules.iter().map(rule_row).collect::<Vec<_>>(),
+        "forwards": r.forwards.iter().map(|(s, d)| json!({"src": s, "dest": d})).collect::<Vec<_>>(),
+        "port_forwards": r.port_forwards.iter().map(|f| json!({
+            "index": f.index,
+            "name": f.name,
+            "src": f.src,
+            "proto": f.proto,
+            "external_ip": f.external_ip,
+            "src_dport": f.src_dport,
+            "dest_ip": f.dest_ip,
+            "dest_port": f.dest_port,
+            "reflection": f.reflection,
+        })).collect::<Vec<_>>(),
+        "notrack": r.notrack.iter().map(rule_row).collect::<Vec<_>>(),
+    })
+}
+
+/// The drop log, newest first; `time` in seconds since the epoch (milliseconds as the
+/// fraction), worked out from each drop's age and the wall clock `wall`.
+pub fn drop_log(d: &[DropRow], wall: std::time::SystemTime) -> Value {
+    let wall_ms = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+    let items: Vec<Value> = d
+        .iter()
+        .map(|r| {
+            let ms = wall_ms.saturating_sub(r.age_ns / 1_000_000);
+            json!({
+                "time": ms / 1000,
+                "time_ms": ms,
+                "age_s": r.age_ns / 1_000_000_000,
+                "reason": r.reason.name(),
+                "rule": r.rule,
+                "iface": r.iface,
+                "out": r.out_iface,
+                "proto": r.proto,
+                "src": r.src,
+                "sport": r.sport,
+                "dst": r.dst,
+                "dport": r.dport,
+                "len": r.len,
+            })
+        })
+        .collect();
+    json!({ "count": items.len(), "items": items })
 }
 
 /// A connection's line in a text format.

@@ -16,6 +16,7 @@ mod http;
 pub mod json;
 pub mod metrics;
 pub mod query;
+pub mod rules;
 
 use core::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -24,10 +25,13 @@ use keepstate_dataplane::router::{Router, RouterStats};
 use keepstate_engine::{Conn, DropReason, L4Tuple, Time};
 use keepstate_policy::firewall::FirewallStats;
 use keepstate_policy::firewall::NatStats;
+use keepstate_policy::firewall::{ReloadError, ReloadOptions, ReloadReport};
+use keepstate_policy::model::Policy;
 
 pub use filter::{Filter, Prefix};
-pub use http::{check_bind, parse_bind, serve, ServeError, Server, DEFAULT_BIND};
+pub use http::{check_bind, parse_bind, serve, serve_with, ServeError, Server, DEFAULT_BIND};
 pub use query::{parse_filter, parse_list, Format, ListQuery};
+pub use rules::{DropRow, PortForwardRow, RuleRow, Rules, ZoneRow};
 
 /// The OpenAPI 3 document describing the HTTP API (also served at `/api/v1/openapi.json`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -38,6 +42,10 @@ pub const MAX_LIMIT: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Most deleted connections a [`Response::Deleted`] reports one by one (all are counted).
 pub const DELETE_REPORT: usize = 10_000;
+/// Most connections a reload's answer lists one by one (all are counted).
+pub const RELOAD_REPORT: usize = 100;
+/// Drops a [`Command::Drops`] returns when it names no limit.
+pub const DEFAULT_DROPS: usize = 100;
 
 /// What a listing is ordered by. Ties are broken by the original tuple, so pages of an
 /// unchanging table never overlap or leave gaps.
@@ -131,6 +139,16 @@ pub enum Command {
     Stats,
     /// A short summary for `keepstate status`.
     Status,
+    /// Puts `policy` in force, keeping the connection table (see
+    /// `keepstate_policy::firewall::Firewall::reload`); connections it would not let open
+    /// are removed unless `keep`.
+    Reload { policy: Box<Policy>, keep: bool },
+    /// The policy in force: zones, rules with their counters, forwardings, port forwards,
+    /// notrack rules.
+    Rules,
+    /// The latest drops, newest first, at most `limit` (the router keeps
+    /// `keepstate_dataplane::router::DROP_LOG`).
+    Drops { limit: usize },
 }
 
 /// Table occupancy per protocol name and state: the TCP state's name for TCP, else
@@ -196,6 +214,9 @@ pub enum Response {
     },
     Stats(Box<Stats>),
     Status(Status),
+    Reloaded(Box<ReloadReport>),
+    Rules(Box<Rules>),
+    Drops(Vec<DropRow>),
 }
 
 /// A refused command: the HTTP status it answers with and why.
@@ -203,14 +224,74 @@ pub enum Response {
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// The policy file's diagnostics (`file:line:col: error: ...`), for a refused reload.
+    pub diagnostics: Vec<String>,
 }
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, message)
+    }
+
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
         ApiError {
-            status: 400,
+            status,
             message: message.into(),
+            diagnostics: Vec::new(),
         }
+    }
+}
+
+impl From<ReloadError> for ApiError {
+    /// 422: the request was understood, the policy it names cannot be put in force.
+    fn from(e: ReloadError) -> ApiError {
+        match e {
+            ReloadError::Config(errs) => ApiError {
+                status: 422,
+                message: format!(
+                    "the policy has {} error{}; the running policy stays in force",
+                    errs.0.len(),
+                    if errs.0.len() == 1 { "" } else { "s" }
+                ),
+                diagnostics: errs.0.iter().map(ToString::to_string).collect(),
+            },
+            e @ ReloadError::InterfacesChanged { .. } => ApiError::new(422, e.to_string()),
+        }
+    }
+}
+
+/// A reload carried out: what the firewall reported, and the file's warnings.
+#[derive(Clone, Debug)]
+pub struct Reloaded {
+    pub report: ReloadReport,
+    pub warnings: Vec<String>,
+}
+
+/// Reads the policy file at `path` and puts it in force on the router (`keep`: leave the
+/// connections it would not let open). The file is read and parsed before the router is
+/// locked; the swap itself happens under the lock, between two batches of frames. A file
+/// with errors changes nothing: its diagnostics come back in the error. `now` is read once
+/// the lock is held.
+pub fn reload_file(
+    router: &std::sync::Mutex<Router>,
+    now: &dyn Fn() -> Time,
+    path: &std::path::Path,
+    keep: bool,
+) -> Result<Reloaded, ApiError> {
+    let loaded = keepstate_policy::config::load(path).map_err(ReloadError::Config)?;
+    let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+    let cmd = Command::Reload {
+        policy: Box::new(loaded.policy),
+        keep,
+    };
+    // A worker that panicked left the router between two frames: still consistent.
+    let mut r = router.lock().unwrap_or_else(|p| p.into_inner());
+    match execute(&mut r, now(), cmd)? {
+        Response::Reloaded(report) => Ok(Reloaded {
+            report: *report,
+            warnings,
+        }),
+        other => Err(ApiError::new(500, format!("unexpected answer {other:?}"))),
     }
 }
 
@@ -227,6 +308,18 @@ impl std::error::Error for ApiError {}
 /// would; nothing else changes unless the command is a deletion. The whole table is visited
 /// for everything but [`Command::Status`]; a listing keeps only `offset + limit` entries.
 pub fn execute(router: &mut Router, now: Time, cmd: Command) -> Result<Response, ApiError> {
+    match cmd {
+        Command::Reload { policy, keep } => {
+            let opts = ReloadOptions {
+                keep_forbidden: keep,
+            };
+            let report = router.reload(now, *policy, opts)?;
+            return Ok(Response::Reloaded(Box::new(report)));
+        }
+        Command::Rules => return Ok(Response::Rules(Box::new(rules::rules(router)))),
+        Command::Drops { limit } => return Ok(Response::Drops(rules::drops(router, now, limit))),
+        _ => {}
+    }
     let fw = router.firewall_mut();
     fw.engine_mut().expire(now);
     match cmd {
@@ -277,6 +370,10 @@ pub fn execute(router: &mut Router, now: Time, cmd: Command) -> Result<Response,
         }
         Command::Stats => Ok(Response::Stats(Box::new(stats(router)))),
         Command::Status => Ok(Response::Status(status(router))),
+        // Answered before the table was touched.
+        Command::Reload { .. } | Command::Rules | Command::Drops { .. } => {
+            Err(ApiError::new(500, "handled above"))
+        }
     }
 }
 

@@ -8,21 +8,40 @@ use common::*;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use keepstate_control::{check_bind, parse_bind, serve, Server, OPENAPI};
+use keepstate_dataplane::router::Router;
+
+use keepstate_control::{check_bind, parse_bind, serve, serve_with, Server, OPENAPI};
 use serde_json::Value;
 
+/// A policy file of its own for each server (tests run in parallel and rewrite theirs).
+fn policy_file(text: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("control-http-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 fn server(token: Option<&str>) -> Server {
+    server_with(token, policy_file(&policy(false))).0
+}
+
+/// A server over the recorded table that reloads `config`; also its router.
+fn server_with(token: Option<&str>, config: std::path::PathBuf) -> (Server, Arc<Mutex<Router>>) {
     let mut rig = rig(false);
     rig.recorded();
     let now = rig.now;
     let router = Arc::new(Mutex::new(rig.r));
-    serve(
+    let s = serve_with(
         "127.0.0.1:0".parse().unwrap(),
         token.map(str::to_string),
-        router,
+        router.clone(),
         move || now,
+        Some(config),
     )
-    .unwrap()
+    .unwrap();
+    (s, router)
 }
 
 fn error_of(r: &Http) -> String {
@@ -405,6 +424,239 @@ fn every_documented_operation_is_served_as_documented() {
             ops += 1;
         }
     }
-    assert_eq!(ops, 8, "every operation the server has is documented");
+    assert_eq!(ops, 11, "every operation the server has is documented");
     assert!(checked_fields > 50, "{checked_fields}");
+}
+
+// --- Reload, rules, drops ------------------------------------------------------------------
+
+/// LAN to WAN TCP port 80 refused, appended to the rig's policy.
+const NO_HTTP: &str = r#"
+[[rule]]
+name = "No-HTTP"
+src = "lan"
+dest = "wan"
+proto = "tcp"
+dest_port = 80
+action = "reject"
+log = true
+"#;
+
+#[test]
+fn reload_keeps_what_the_new_policy_allows_and_removes_the_rest() {
+    let path = policy_file(&policy(false));
+    let (s, _) = server_with(None, path.clone());
+    let a = s.addr();
+    // The same file again: every connection stays.
+    let r = http(a, "POST", "/api/v1/reload", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        (v["checked"].as_u64(), v["removed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(v["connections"], 3);
+
+    // With the HTTP connection forbidden, but kept on request.
+    std::fs::write(&path, policy(false) + NO_HTTP).unwrap();
+    let r = http_body(a, "POST", "/api/v1/reload", r#"{"keep": true}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    let v = r.json();
+    assert_eq!(
+        (v["forbidden"].as_u64(), v["removed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(v["connections"], 3);
+    // And by default removed; the answer lists it as conntrack -L does.
+    let r = http(a, "POST", "/api/v1/reload", None);
+    let v = r.json();
+    assert_eq!(
+        (v["forbidden"].as_u64(), v["removed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(v["connections"], 2);
+    let line = v["refused"][0].as_str().unwrap();
+    assert_eq!(line, RECORDED_TCP_80.trim_end(), "{v}");
+    assert_eq!(
+        http(a, "GET", "/api/v1/connections/count?proto=tcp", None).json()["count"],
+        0
+    );
+    // The new rule is listed, with its counters.
+    let v = http(a, "GET", "/api/v1/rules", None).json();
+    assert_eq!(v["rules"][0]["name"], "No-HTTP");
+    assert_eq!(v["rules"][0]["target"], "reject");
+    assert_eq!(v["rules"][0]["dest_port"], "80");
+    s.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_bad_reload_is_refused_with_its_diagnostics() {
+    let path = policy_file(&policy(false));
+    let (s, router) = server_with(None, path.clone());
+    let a = s.addr();
+    let before = router.lock().unwrap().firewall().policy().clone();
+
+    // Errors in the file: 422, each diagnostic with file, line and column.
+    std::fs::write(
+        &path,
+        policy(false) + "\n[[rule]]\nsrc = \"nowhere\"\naction = \"drop\"\n",
+    )
+    .unwrap();
+    let r = http(a, "POST", "/api/v1/reload", None);
+    assert_eq!(r.status, 422, "{r:?}");
+    let v = r.json();
+    assert!(v["error"].as_str().unwrap().contains("error"), "{v}");
+    let d = v["diagnostics"][0].as_str().unwrap();
+    let file = path.display().to_string();
+    assert!(d.starts_with(&format!("{file}:")), "{d}");
+    let rest: Vec<&str> = d[file.len() + 1..].splitn(3, ':').collect();
+    assert!(rest[0].parse::<u32>().unwrap() > 30, "{d}");
+    assert!(rest[1].parse::<u32>().unwrap() >= 1, "{d}");
+    assert!(d.contains("nowhere"), "{d}");
+
+    // Interfaces changed: refused, a restart is needed.
+    std::fs::write(&path, policy(false).replace("\"wan0\"", "\"wan9\"")).unwrap();
+    let r = http(a, "POST", "/api/v1/reload", None);
+    assert_eq!(r.status, 422, "{r:?}");
+    let e = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        e.contains("interfaces changed") && e.contains("restart"),
+        "{e}"
+    );
+
+    // Bad options: 400.
+    std::fs::write(&path, policy(false)).unwrap();
+    for body in ["{", "[1]", r#"{"keep": 1}"#, r#"{"flush": true}"#] {
+        let r = http_body(a, "POST", "/api/v1/reload", body);
+        assert_eq!(r.status, 400, "{body}: {r:?}");
+        assert!(
+            r.json()["error"].as_str().unwrap().starts_with("body:"),
+            "{r:?}"
+        );
+    }
+    // A missing file: 422 too, and nothing changed through all of it.
+    let _ = std::fs::remove_file(&path);
+    let r = http(a, "POST", "/api/v1/reload", None);
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(r.json()["diagnostics"][0]
+        .as_str()
+        .unwrap()
+        .contains("cannot read"));
+    assert_eq!(router.lock().unwrap().firewall().policy(), &before);
+    assert_eq!(
+        http(a, "GET", "/api/v1/connections/count", None).json()["count"],
+        3
+    );
+    s.stop();
+
+    // A server without a policy file has nothing to reload.
+    let mut rig = rig(false);
+    rig.recorded();
+    let now = rig.now;
+    let plain = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        Arc::new(Mutex::new(rig.r)),
+        move || now,
+    )
+    .unwrap();
+    let r = http(plain.addr(), "POST", "/api/v1/reload", None);
+    assert_eq!(r.status, 409, "{r:?}");
+    assert_eq!(
+        http(plain.addr(), "GET", "/api/v1/reload", None).status,
+        405
+    );
+}
+
+#[test]
+fn rules_are_listed_with_their_counters() {
+    let path = policy_file(&(policy(false) + NO_HTTP));
+    let (s, router) = server_with(None, path.clone());
+    let a = s.addr();
+    // Put the rule in force and hit it once.
+    assert_eq!(http(a, "POST", "/api/v1/reload", None).status, 200);
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
+        .ipv4(HOST, REMOTE2, 64)
+        .tcp(45_000, 80, 1, 64_240)
+        .syn()
+        .write(&mut f, &[])
+        .unwrap();
+    let (ip_len, now) = (f.len() - 14, keepstate_engine::Time::from_secs(1002));
+    let mut out = keepstate_dataplane::router::Out::new();
+    router.lock().unwrap().handle(now, LAN, &mut f, &mut out);
+
+    let v = http(a, "GET", "/api/v1/rules", None).json();
+    let zones = v["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 2);
+    assert_eq!(zones[1]["name"], "wan");
+    assert_eq!(zones[1]["input"], "drop");
+    assert_eq!(zones[1]["interfaces"], serde_json::json!(["wan0"]));
+    assert_eq!(zones[1]["networks"], serde_json::json!(["203.0.113.2/24"]));
+    assert_eq!(zones[1]["masq"], false);
+    let rule = &v["rules"][0];
+    assert_eq!(rule["src"], "lan");
+    assert_eq!(rule["dest"], "wan");
+    assert_eq!(rule["proto"], "tcp");
+    assert_eq!(rule["log"], true);
+    assert_eq!(
+        (rule["hits"].as_u64(), rule["packets"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(rule["bytes"].as_u64(), Some(ip_len as u64));
+    assert_eq!(
+        v["forwards"],
+        serde_json::json!([{"src": "lan", "dest": "wan"}])
+    );
+    assert_eq!(v["port_forwards"], serde_json::json!([]));
+    assert_eq!(v["notrack"], serde_json::json!([]));
+    assert_eq!(http(a, "GET", "/api/v1/rules?x=1", None).status, 400);
+
+    // The drop is in the drop log, newest first, named by the rule that decided.
+    let r = http(a, "GET", "/api/v1/drops", None);
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["count"], 1);
+    let d = &v["items"][0];
+    assert_eq!(d["reason"], "rule-reject");
+    assert_eq!(d["rule"], "No-HTTP");
+    assert_eq!(d["iface"], "lan0");
+    assert_eq!(d["out"], "wan0");
+    assert_eq!(d["proto"], "tcp");
+    assert_eq!(d["src"], "192.168.1.23");
+    assert_eq!(d["sport"], 45_000);
+    assert_eq!(d["dst"], "198.51.100.20");
+    assert_eq!(d["dport"], 80);
+    assert!(d["time"].as_u64().unwrap() > 1_600_000_000, "{d}");
+    // The rule asked for a log line, and the log limit let it through.
+    let lines = router.lock().unwrap().take_log_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(
+            "IN=lan0 OUT=wan0 SRC=192.168.1.23 DST=198.51.100.20 PROTO=TCP SPT=45000 DPT=80"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines[0].contains("RULE=\"No-HTTP\" REASON=rule-reject"),
+        "{lines:?}"
+    );
+
+    // A reload keeps the log and what named its entries.
+    std::fs::write(&path, policy(false)).unwrap();
+    assert_eq!(http(a, "POST", "/api/v1/reload", None).status, 200);
+    let v = http(a, "GET", "/api/v1/drops?limit=5", None).json();
+    assert_eq!(v["items"][0]["rule"], "No-HTTP");
+    assert_eq!(
+        http(a, "GET", "/api/v1/drops?limit=0", None).json()["count"],
+        0
+    );
+    for bad in ["limit=-1", "limit=5000", "limit=x", "since=1"] {
+        let r = http(a, "GET", &format!("/api/v1/drops?{bad}"), None);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+    }
+    s.stop();
+    let _ = std::fs::remove_file(&path);
 }

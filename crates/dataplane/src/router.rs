@@ -108,10 +108,13 @@ mod packet;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use keepstate_engine::{CtState, DropReason, LinkType, Outcome, PacketMeta, Time};
-use keepstate_policy::firewall::{Decision, Firewall, Ingress};
+use keepstate_policy::firewall::{
+    Decision, Firewall, Ingress, ReloadError, ReloadOptions, ReloadReport,
+};
+use keepstate_policy::model::Policy;
 use keepstate_policy::model::{IfaceId, RejectCode};
 use keepstate_policy::reject;
-use keepstate_policy::ruleset::{Chain, Verdict};
+use keepstate_policy::ruleset::{Chain, Decider, Verdict};
 
 use crate::gso::{self, Gso, Offload, Segmenter};
 use crate::neigh::{Learn, Lookup, NeighCache, NeighbourView, Probe};
@@ -479,6 +482,40 @@ pub struct Router {
     /// Cuts super-frames whose segments do not fit the egress MTU.
     segmenter: Segmenter,
     probes: Vec<Probe>,
+    /// The latest drops, oldest first, at most [`DROP_LOG`].
+    drops: std::collections::VecDeque<DropRecord>,
+    /// Log lines for drops a rule asked to log, waiting to be written.
+    log_lines: Vec<String>,
+}
+
+/// Drops the router remembers ([`Router::drops`]).
+pub const DROP_LOG: usize = 1000;
+/// Log lines kept while nobody takes them ([`Router::take_log_lines`]); the log limit keeps
+/// them few, this only bounds a caller that never takes them.
+const LOG_BACKLOG: usize = 1000;
+
+/// One dropped packet, as the drop log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropRecord {
+    /// When (the clock packets are stamped with).
+    pub time: Time,
+    pub reason: DropReason,
+    /// What decided, when the firewall did: [`Router::drop_rule`] names it.
+    pub by: Option<Decider>,
+    /// `by` named under the policy in force when the packet was dropped, kept here once
+    /// another policy is loaded (its indices mean something else).
+    pub rule: Option<String>,
+    /// The port it arrived on.
+    pub iface: IfaceId,
+    /// Where it would have gone, when the firewall knew.
+    pub out_iface: Option<IfaceId>,
+    pub proto: Option<u8>,
+    pub src: Option<IpAddr>,
+    pub dst: Option<IpAddr>,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    /// IP length.
+    pub len: u32,
 }
 
 impl Router {
@@ -531,7 +568,158 @@ impl Router {
             scratch: Vec::new(),
             segmenter: Segmenter::default(),
             probes: Vec::new(),
+            drops: std::collections::VecDeque::new(),
+            log_lines: Vec::new(),
         }
+    }
+
+    /// Puts a new policy in force ([`Firewall::reload`]): the connection table stays, and
+    /// the ports' addresses follow the new policy's interfaces. Called between two frames,
+    /// it is atomic for the traffic: every frame is judged wholly by one policy or the
+    /// other.
+    pub fn reload(
+        &mut self,
+        now: Time,
+        policy: Policy,
+        opts: ReloadOptions,
+    ) -> Result<ReloadReport, ReloadError> {
+        // The drop log's deciders are indices into the policy in force: name them while
+        // they still mean what they meant.
+        let fw = &self.fw;
+        let named: Vec<Option<String>> = self
+            .drops
+            .iter()
+            .map(|d| d.rule.clone().or_else(|| d.by.map(|b| fw.describe(b))))
+            .collect();
+        let report = self.fw.reload(now, policy, opts)?;
+        for (d, name) in self.drops.iter_mut().zip(named) {
+            d.rule = name;
+        }
+        let policy = self.fw.policy();
+        for p in &mut self.ports {
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            if let Some(f) = policy.interfaces.get(usize::from(p.port.iface)) {
+                for n in &f.addrs {
+                    match n.addr {
+                        IpAddr::V4(a) => v4.push((a, n.len)),
+                        IpAddr::V6(a) => v6.push((a, n.len)),
+                    }
+                }
+            }
+            p.v4 = v4;
+            p.v6 = v6;
+        }
+        Ok(report)
+    }
+
+    /// The latest drops (at most [`DROP_LOG`]), newest first. Frames not addressed to the
+    /// router (`not-for-us`) are not kept.
+    pub fn drops(&self) -> impl Iterator<Item = &DropRecord> + '_ {
+        self.drops.iter().rev()
+    }
+
+    /// What decided a drop, as traces name it (`rule Block-Echo`'s name, `zone wan input
+    /// policy`...); `None` when the firewall did not judge the frame.
+    pub fn drop_rule(&self, d: &DropRecord) -> Option<String> {
+        d.rule.clone().or_else(|| d.by.map(|b| self.fw.describe(b)))
+    }
+
+    /// The log lines of drops that rules with `log` asked for (the policy's log limit
+    /// applied), oldest first; they are handed out once.
+    pub fn take_log_lines(&mut self) -> Vec<String> {
+        core::mem::take(&mut self.log_lines)
+    }
+
+    /// Remembers a drop, and writes its log line when a rule asked for one.
+    fn record_drop(
+        &mut self,
+        now: Time,
+        port: IfaceId,
+        frame: &[u8],
+        reason: DropReason,
+        decision: Option<&Decision>,
+    ) {
+        if reason == DropReason::NotForUs {
+            return;
+        }
+        let mut r = DropRecord {
+            time: now,
+            reason,
+            by: decision.and_then(|d| d.by),
+            rule: None,
+            iface: port,
+            out_iface: decision.and_then(|d| d.out_iface),
+            proto: None,
+            src: None,
+            dst: None,
+            sport: None,
+            dport: None,
+            len: 0,
+        };
+        match decision.map(|d| &d.outcome.meta) {
+            Some(m) if m.src.is_some() => {
+                (r.proto, r.src, r.dst, r.sport, r.dport, r.len) =
+                    (m.proto, m.src, m.dst, m.sport, m.dport, m.len);
+            }
+            _ => {
+                let ip = match u16_at(frame, 12) {
+                    Some(ETHERTYPE_IPV4 | ETHERTYPE_IPV6) => frame.get(ETH_LEN..),
+                    _ => None,
+                };
+                if let Some(i) = ip.and_then(|ip| ip_info_prefix(ip).ok().map(|i| (ip, i))) {
+                    let (ip, i) = i;
+                    r.src = Some(i.src);
+                    r.dst = Some(i.dst);
+                    r.proto = i.proto;
+                    r.len = u32::try_from(i.len).unwrap_or(u32::MAX);
+                    let ports = matches!(i.proto, Some(6 | 17 | 132)) && !i.later_fragment;
+                    if ports {
+                        r.sport = u16_at(ip, i.l4);
+                        r.dport = i.l4.checked_add(2).and_then(|at| u16_at(ip, at));
+                    }
+                }
+            }
+        }
+        if decision.is_some_and(|d| d.log.is_some()) && self.log_lines.len() < LOG_BACKLOG {
+            let line = self.log_line(&r);
+            self.log_lines.push(line);
+        }
+        if self.drops.len() >= DROP_LOG {
+            self.drops.pop_front();
+        }
+        self.drops.push_back(r);
+    }
+
+    /// A drop as one log line, in the spirit of netfilter's log target.
+    fn log_line(&self, r: &DropRecord) -> String {
+        use core::fmt::Write as _;
+        let name = |i: IfaceId| {
+            self.port(i)
+                .map_or_else(|| format!("#{i}"), |p| p.name.clone())
+        };
+        let mut s = format!("drop IN={}", name(r.iface));
+        if let Some(o) = r.out_iface {
+            let _ = write!(s, " OUT={}", name(o));
+        }
+        if let (Some(src), Some(dst)) = (r.src, r.dst) {
+            let _ = write!(s, " SRC={src} DST={dst}");
+        }
+        if let Some(p) = r.proto {
+            let _ = write!(
+                s,
+                " PROTO={}",
+                keepstate_engine::proto_name(p).to_uppercase()
+            );
+        }
+        if let (Some(sp), Some(dp)) = (r.sport, r.dport) {
+            let _ = write!(s, " SPT={sp} DPT={dp}");
+        }
+        let _ = write!(s, " LEN={}", r.len);
+        if let Some(rule) = self.drop_rule(r) {
+            let _ = write!(s, " RULE=\"{rule}\"");
+        }
+        let _ = write!(s, " REASON={}", r.reason.name());
+        s
     }
 
     pub fn firewall(&self) -> &Firewall {
@@ -599,7 +787,10 @@ impl Router {
             Handled::Forwarded { .. } => self.stats.forwarded += 1,
             Handled::Queued => self.stats.queued += 1,
             Handled::Local { .. } => self.stats.local += 1,
-            Handled::Dropped { reason, .. } => self.stats.drop(reason, 1),
+            Handled::Dropped { reason, decision } => {
+                self.stats.drop(reason, 1);
+                self.record_drop(now, port, frame, reason, decision.as_ref());
+            }
         }
         h
     }

@@ -91,6 +91,178 @@ pub struct Decision {
     pub inject: bool,
 }
 
+/// Connections a [`ReloadReport`] lists one by one (all are counted).
+pub const RELOAD_LISTED: usize = 1000;
+
+/// How [`Firewall::reload`] treats connections the new policy would not let open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReloadOptions {
+    /// Leave them in the table (they carry on until they close or expire); by default they
+    /// are removed, as if the new policy had always been in force.
+    pub keep_forbidden: bool,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Connections checked against the new policy.
+    pub checked: usize,
+    /// Of those, the ones the new policy would not let open.
+    pub forbidden: usize,
+    /// The first [`RELOAD_LISTED`] of them, as they were at the reload.
+    pub listed: Vec<Conn>,
+    /// How many were removed (0 with `keep_forbidden`).
+    pub removed: usize,
+    /// Connections in the table afterwards.
+    pub kept: usize,
+    /// What the reload could not change, and other things worth saying.
+    pub notes: Vec<String>,
+}
+
+/// Why a reload was refused; the policy in force is then unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadError {
+    /// The file has errors (file:line:col diagnostics).
+    Config(crate::config::Errors),
+    /// `[[interface]]` names, count or order differ from the running policy's.
+    InterfacesChanged { old: Vec<String>, new: Vec<String> },
+}
+
+impl core::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::InterfacesChanged { old, new } => write!(
+                f,
+                "interfaces changed ({} -> {}); restart keepstate run",
+                old.join(", "),
+                new.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+impl From<crate::config::Errors> for ReloadError {
+    fn from(e: crate::config::Errors) -> ReloadError {
+        ReloadError::Config(e)
+    }
+}
+
+/// A policy's view of existing connections, for [`Firewall::reload`]: its rules compiled
+/// without rate limits on their own (counters and limiters must not move for checks).
+struct Recheck<'a> {
+    policy: &'a Policy,
+    topo: &'a Topology,
+    rules: Ruleset,
+}
+
+impl<'a> Recheck<'a> {
+    fn new(policy: &'a Policy, topo: &'a Topology) -> Recheck<'a> {
+        let mut p = policy.clone();
+        for r in &mut p.rules {
+            if r.limit.take().is_some() && r.action != crate::model::Action::Accept {
+                // Over its rate a limited rule does not match: let it never decide.
+                r.action = crate::model::Action::Counter;
+            }
+        }
+        // Log limits and reject limits only say whether to log or answer: not asked here.
+        Recheck {
+            policy,
+            topo,
+            rules: Ruleset::new(&p),
+        }
+    }
+
+    fn zone(&self, iface: Option<IfaceId>) -> Option<ZoneId> {
+        iface.map(|i| self.topo.zone_of(i))
+    }
+
+    /// Where a packet from `src` to `dst` of unknown ingress is, as `Ctx::place` has it.
+    fn place(&self, src: IpAddr, dst: IpAddr) -> Place {
+        let arrived = if self.topo.is_local(src) {
+            None
+        } else {
+            self.topo.route(src)
+        };
+        match arrived {
+            None => Place {
+                chain: Chain::Output,
+                in_iface: None,
+                out_iface: self.topo.route(dst),
+            },
+            Some(i) if self.topo.is_local(dst) => Place {
+                chain: Chain::Input,
+                in_iface: Some(i),
+                out_iface: None,
+            },
+            Some(i) => Place {
+                chain: Chain::Forward,
+                in_iface: Some(i),
+                out_iface: self.topo.route(dst),
+            },
+        }
+    }
+
+    fn admits(&mut self, c: &Conn, now: Time) -> bool {
+        use keepstate_engine::L4Tuple;
+        let o = &c.original;
+        let (sport, dport, icmp) = match o.l4 {
+            L4Tuple::Ports { sport, dport } => (Some(sport), Some(dport), None),
+            L4Tuple::Icmp { ty, code, .. } => (None, None, Some((ty, code))),
+            L4Tuple::None => (None, None, None),
+        };
+        let place = self.place(o.src, o.dst);
+        let mut v = View {
+            chain: place.chain,
+            in_zone: self.zone(place.in_iface),
+            out_zone: self.zone(place.out_iface),
+            in_iface: place.in_iface,
+            out_iface: place.out_iface,
+            family: c.family,
+            proto: c.proto,
+            src: o.src,
+            dst: o.dst,
+            sport,
+            dport,
+            icmp_type: icmp.map(|i| i.0),
+            icmp_code: icmp.map(|i| i.1),
+            tcp_flags: (c.proto == keepstate_engine::wire::PROTO_TCP).then_some(0x02),
+            state: CtState::New,
+            dir: Some(keepstate_engine::Direction::Original),
+            len: 0,
+            now,
+        };
+        // Destination NAT shows in the reply tuple: replies come from where the connection
+        // really goes.
+        let reply_sport = match c.reply.l4 {
+            L4Tuple::Ports { sport, .. } => Some(sport),
+            _ => None,
+        };
+        let dnat = c.reply.src != o.dst || (dport.is_some() && reply_sport != dport);
+        if dnat {
+            let to = (c.reply.src, reply_sport.unwrap_or(0));
+            let forward = v.in_zone.zip(dport).and_then(|(z, p)| {
+                translate::port_forward(self.policy, self.topo, z, c.proto, o.src, o.dst, p)
+            });
+            if let Some((_, fwd_to, _)) = forward {
+                // A port forward accepts what it translates, without a rule.
+                return fwd_to == to;
+            }
+            if translate::one_to_one_inbound(self.policy, v.in_zone, o.dst) != Some(to.0) {
+                return false;
+            }
+            let place = self.place(o.src, to.0);
+            v.dst = to.0;
+            v.chain = place.chain;
+            v.out_iface = place.out_iface;
+            v.out_zone = self.zone(place.out_iface);
+        }
+        self.rules.evaluate(&v).verdict == Verdict::Accept
+    }
+}
+
 pub struct Firewall {
     engine: Engine,
     policy: Policy,
@@ -305,6 +477,153 @@ impl Firewall {
     /// How traces and logs name what decided.
     pub fn describe(&self, by: Decider) -> String {
         self.rules.describe(by, &self.policy)
+    }
+
+    /// Puts `policy` in force in place of the current one, keeping the connection table
+    /// (and the translations of translated connections): the topology, the rules (their
+    /// counters start again from zero), NAT policy and the rate limits whose settings
+    /// changed are replaced. Then every connection is checked against the new policy as if
+    /// its first packet arrived now (see [`Firewall::admits`]); those it would refuse are
+    /// reported and, unless `opts.keep_forbidden`, removed at `now`.
+    ///
+    /// The interfaces (names, count and order) must stay as they are: the dataplane holds
+    /// them. Otherwise nothing changes and [`ReloadError::InterfacesChanged`] says so.
+    /// `[tracking]` settings belong to the engine, built once: a change is noted in the
+    /// report and takes effect on restart.
+    pub fn reload(
+        &mut self,
+        now: Time,
+        policy: Policy,
+        opts: ReloadOptions,
+    ) -> Result<ReloadReport, ReloadError> {
+        let names =
+            |p: &Policy| -> Vec<String> { p.interfaces.iter().map(|i| i.name.clone()).collect() };
+        let (old_names, new_names) = (names(&self.policy), names(&policy));
+        if old_names != new_names {
+            return Err(ReloadError::InterfacesChanged {
+                old: old_names,
+                new: new_names,
+            });
+        }
+        let key = self.engine.config().hash_key;
+        let topo = Topology::new(&policy);
+        let rules = Ruleset::with_key(&policy, key);
+        let mut check = Recheck::new(&policy, &topo);
+
+        let mut report = ReloadReport::default();
+        let note = |c: &Conn, report: &mut ReloadReport| {
+            report.forbidden += 1;
+            if report.listed.len() < RELOAD_LISTED {
+                report.listed.push(*c);
+            }
+        };
+        if opts.keep_forbidden {
+            for c in self.engine.connections() {
+                report.checked += 1;
+                if !check.admits(&c, now) {
+                    note(&c, &mut report);
+                }
+            }
+        } else {
+            report.removed = self.engine.remove_where(now, |c| {
+                report.checked += 1;
+                let refused = !check.admits(c, now);
+                if refused {
+                    note(c, &mut report);
+                }
+                refused
+            });
+        }
+
+        let old = core::mem::replace(&mut self.policy, policy);
+        let p = &self.policy;
+        if old.tracking != p.tracking {
+            report.notes.push(
+                "the [tracking] settings changed: they take effect when keepstate run \
+                 restarts"
+                    .into(),
+            );
+        }
+        let flow_limits = |p: &Policy| {
+            let d = &p.defaults;
+            let zones: Vec<_> = p
+                .zones
+                .iter()
+                .map(|z| (z.syn_limit, z.udp_limit, z.icmp_limit))
+                .collect();
+            (d.synflood_protect, d.synflood_limit, zones)
+        };
+        if flow_limits(&old) != flow_limits(p) {
+            self.flows = NewFlowLimits::new(p);
+        }
+        let overload = |p: &Policy| -> Vec<_> {
+            p.zones
+                .iter()
+                .map(|z| (z.src_conn_limit, z.overload_timeout))
+                .collect()
+        };
+        if overload(&old) != overload(p) {
+            // Blocked sources are forgotten with the settings that blocked them.
+            self.overload = Overload::new(p, key);
+        }
+        let conn_max = |p: &Policy| -> Vec<_> { p.zones.iter().map(|z| z.src_conn_max).collect() };
+        if conn_max(&old) != conn_max(p) {
+            if self.conns.any {
+                self.conns.collect(&mut self.engine);
+            }
+            self.conns = SourceConns::new(p, key);
+            if self.conns.any {
+                report.notes.push(
+                    "src_conn_max changed: connections per source are counted from now on".into(),
+                );
+            }
+        }
+        if (old.defaults.scan_ports, old.defaults.scan_window)
+            != (p.defaults.scan_ports, p.defaults.scan_window)
+        {
+            self.scans = PortScans::new(
+                p.defaults.scan_ports,
+                p.defaults.scan_window,
+                crate::limit::DEFAULT_PER_SOURCE_CAPACITY,
+                key,
+            );
+        }
+        // Translated connections keep their translations in their entries, but their
+        // packets are only rewritten while the firewall has NAT: it stays once there was
+        // any. Its books (ports in use, endpoint-independent mappings) stay with it.
+        match self.nat.as_mut() {
+            Some(nat) => {
+                let fresh = Nat::new(p, key);
+                nat.ports = fresh.ports;
+                nat.books = nat.books || fresh.books;
+            }
+            None if p.uses_nat() => self.nat = Some(Box::new(Nat::new(p, key))),
+            None => {}
+        }
+        self.topo = topo;
+        self.rules = rules;
+        self.checks_source = p.zones.iter().any(|z| z.antispoof || z.drop_bogons);
+        self.proxies = p.port_forwards.iter().any(|pf| pf.synproxy);
+        if self.conns.any {
+            self.conns.collect(&mut self.engine);
+        }
+        if let Some(nat) = self.nat.as_mut() {
+            if nat.books {
+                nat.collect(&mut self.engine);
+            }
+        }
+        report.kept = self.engine.len();
+        Ok(report)
+    }
+
+    /// Whether the policy in force would let connection `c` open now: its original
+    /// direction's first packet (a SYN for TCP), placed by the route back to its source as
+    /// for a packet of unknown ingress, through port forwards and 1:1 NAT as the filter hook
+    /// does, judged by the rules. Rate limits on rules are taken as met for `accept` rules
+    /// and as exceeded for the others: they limit how fast connections open, and this one
+    /// is open already. Counts and limits nothing.
+    pub fn admits(&self, c: &Conn, now: Time) -> bool {
+        Recheck::new(&self.policy, &self.topo).admits(c, now)
     }
 
     /// Judges one frame, translating it where the policy says so: the frame as it leaves is

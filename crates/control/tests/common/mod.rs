@@ -280,16 +280,35 @@ impl Http {
 /// One request on a fresh connection, read to the end (the server closes after answering
 /// a `Connection: close` request).
 pub fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Http {
+    request(addr, method, path, token, None)
+}
+
+/// [`http`] with a JSON body.
+pub fn http_body(addr: SocketAddr, method: &str, path: &str, body: &str) -> Http {
+    request(addr, method, path, None, Some(body))
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Http {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    if method != "GET" {
-        req.push_str("Content-Length: 0\r\n");
+    if let Some(b) = body {
+        req.push_str("Content-Type: application/json\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    } else if method != "GET" {
+        req.push_str("Content-Length: 0\r\n\r\n");
+    } else {
+        req.push_str("\r\n");
     }
-    req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();

@@ -265,6 +265,8 @@ fn lock(r: &Mutex<Router>) -> MutexGuard<'_, Router> {
 
 /// One worker: a ring on every interface, read in turn, the router locked once per batch.
 struct Worker {
+    /// Its number, for its counters in the router (metrics per worker).
+    n: usize,
     rings: Vec<(IfaceId, Sock)>,
 }
 
@@ -298,11 +300,19 @@ impl Worker {
                     continue;
                 };
                 let port = *port;
+                let asked = Instant::now();
                 let mut r = lock(router);
+                let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 let now = clock.now();
+                let mut frames = 0u64;
                 let got = ring.recv(0, |frame, offload| {
+                    frames += 1;
                     r.handle_offloaded(now, port, frame, offload, &mut out);
                 });
+                let ws = r.worker_stats_mut(self.n);
+                ws.batches += 1;
+                ws.frames += frames;
+                ws.lock_wait_ns += waited;
                 drop(r);
                 if let Err(e) = got {
                     eprintln!("keepstate: receive: {e}");
@@ -446,7 +456,12 @@ pub fn run(args: &Args) -> Result<()> {
             workers = queues as usize;
         }
     }
-    let mut all: Vec<Worker> = (0..workers).map(|_| Worker { rings: Vec::new() }).collect();
+    let mut all: Vec<Worker> = (0..workers)
+        .map(|n| Worker {
+            n,
+            rings: Vec::new(),
+        })
+        .collect();
     for (i, info) in infos.iter().enumerate() {
         if args.io == IoKind::Xdp {
             let iface = IfaceId::try_from(i).map_err(|_| anyhow!("too many interfaces"))?;

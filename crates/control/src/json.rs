@@ -123,6 +123,20 @@ pub fn stats(s: &Stats) -> Value {
             "rejects_sent": r.rejects_sent,
             "fragments_sent": r.fragments_sent,
         },
+        "interfaces": s.interfaces.iter().map(|(name, p)| json!({
+            "name": name,
+            "rx_packets": p.rx_packets,
+            "rx_bytes": p.rx_bytes,
+            "tx_packets": p.tx_packets,
+            "tx_bytes": p.tx_bytes,
+            "dropped": p.dropped,
+        })).collect::<Vec<Value>>(),
+        "workers": s.workers.iter().enumerate().map(|(n, w)| json!({
+            "worker": n,
+            "batches": w.batches,
+            "frames": w.frames,
+            "lock_wait_ns": w.lock_wait_ns,
+        })).collect::<Vec<Value>>(),
         "nat": {
             "connections": s.nat_connections,
             "ports_in_use": s.nat_ports_in_use,

@@ -21,7 +21,7 @@ pub mod rules;
 use core::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use keepstate_dataplane::router::{Router, RouterStats};
+use keepstate_dataplane::router::{PortStats, Router, RouterStats, WorkerStats};
 use keepstate_engine::{Conn, DropReason, L4Tuple, Time};
 use keepstate_policy::firewall::FirewallStats;
 use keepstate_policy::firewall::NatStats;
@@ -172,6 +172,10 @@ pub struct Stats {
     pub nat_connections: usize,
     /// Distinct (protocol, address, port) triples source NAT has given out.
     pub nat_ports_in_use: usize,
+    /// Per interface the router runs on: its name and counters.
+    pub interfaces: Vec<(String, PortStats)>,
+    /// Per worker thread of the daemon, by number.
+    pub workers: Vec<WorkerStats>,
 }
 
 /// What `keepstate status` shows.
@@ -506,6 +510,11 @@ fn stats(router: &Router) -> Stats {
         by_proto_state,
         nat_connections: fw.nat_bindings(),
         nat_ports_in_use: ports.len(),
+        interfaces: router
+            .port_stats()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect(),
+        workers: router.worker_stats().to_vec(),
     }
 }
 

@@ -166,6 +166,57 @@ pub fn render(s: &Stats, uptime_s: u64) -> String {
         "New connections refused because no NAT port was free.",
         s.nat.as_ref().map_or(0, |n| n.exhausted),
     );
+    type PortField = fn(&keepstate_dataplane::router::PortStats) -> u64;
+    let per_port: [(&str, &str, PortField); 5] = [
+        (
+            "interface_rx_packets_total",
+            "Frames received on the interface.",
+            |p| p.rx_packets,
+        ),
+        (
+            "interface_rx_bytes_total",
+            "Bytes of the frames received on the interface.",
+            |p| p.rx_bytes,
+        ),
+        (
+            "interface_tx_packets_total",
+            "Frames the router sent out of the interface.",
+            |p| p.tx_packets,
+        ),
+        (
+            "interface_tx_bytes_total",
+            "Bytes of the frames the router sent out of the interface.",
+            |p| p.tx_bytes,
+        ),
+        (
+            "interface_dropped_total",
+            "Frames received on the interface and dropped (any reason).",
+            |p| p.dropped,
+        ),
+    ];
+    for (name, help, field) in per_port {
+        o.head(name, "counter", help);
+        for (iface, p) in &s.interfaces {
+            o.value(name, &[("interface", iface)], field(p));
+        }
+    }
+    type WorkerField = fn(&keepstate_dataplane::router::WorkerStats) -> String;
+    let per_worker: [(&str, &str, WorkerField); 3] = [
+        ("worker_batches_total", "Batches of frames a worker thread handled.", |w| w.batches.to_string()),
+        ("worker_frames_total", "Frames a worker thread read and handed to the router.", |w| w.frames.to_string()),
+        (
+            "worker_lock_wait_seconds_total",
+            "Time a worker thread waited for the shared router (the cost of one state for all workers).",
+            #[allow(clippy::cast_precision_loss)]
+            |w| format!("{:.9}", w.lock_wait_ns as f64 / 1e9),
+        ),
+    ];
+    for (name, help, field) in per_worker {
+        o.head(name, "counter", help);
+        for (n, w) in s.workers.iter().enumerate() {
+            o.value(name, &[("worker", &n.to_string())], field(w));
+        }
+    }
     o.one(
         "uptime_seconds",
         "gauge",

@@ -126,6 +126,10 @@ fn endpoints() {
         "keepstate_connections_limit ",
         "keepstate_table_fill_ratio ",
         "keepstate_nat_ports_in_use 0\n",
+        "# TYPE keepstate_interface_rx_packets_total counter\n",
+        "keepstate_interface_rx_packets_total{interface=\"lan0\"} ",
+        "keepstate_interface_tx_bytes_total{interface=\"wan0\"} ",
+        "# TYPE keepstate_worker_lock_wait_seconds_total counter\n",
     ] {
         assert!(r.body.contains(want), "{want} missing from\n{}", r.body);
     }

@@ -194,6 +194,15 @@ impl Out {
         self.frames.is_empty()
     }
 
+    /// Port and length of each frame from the `from`th on: what one call added.
+    fn lengths_since(&self, from: usize) -> impl Iterator<Item = (IfaceId, usize)> + '_ {
+        self.frames
+            .get(from..)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&(p, a, b, _)| (p, b.saturating_sub(a)))
+    }
+
     /// Each frame with the port to send it from, in the order they were produced.
     pub fn iter(&self) -> impl Iterator<Item = (IfaceId, &[u8])> {
         self.iter_offload().map(|(p, f, _)| (p, f))
@@ -464,6 +473,10 @@ enum Tx {
 pub struct Router {
     fw: Firewall,
     ports: Vec<PortInfo>,
+    /// Per port index, what went in and out of it.
+    port_stats: Vec<PortStats>,
+    /// Per worker of the daemon driving the router (it adds to its own under the lock).
+    worker_stats: Vec<WorkerStats>,
     /// Port index by interface id.
     by_iface: Vec<Option<usize>>,
     neigh: NeighCache,
@@ -487,6 +500,29 @@ pub struct Router {
     /// Log lines for drops a rule asked to log, waiting to be written.
     log_lines: Vec<String>,
 }
+
+/// Frames through one port, as `ip -s link` counts them on the router's side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames received there and dropped (any reason).
+    pub dropped: u64,
+}
+
+/// What one worker of the daemon did: batches it handled, frames in them, and how long it
+/// waited for the router's lock (the cost of sharing one state).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub batches: u64,
+    pub frames: u64,
+    pub lock_wait_ns: u64,
+}
+
+/// Workers whose counters the router keeps at most.
+const MAX_WORKERS: usize = 256;
 
 /// Drops the router remembers ([`Router::drops`]).
 pub const DROP_LOG: usize = 1000;
@@ -556,6 +592,8 @@ impl Router {
             .unwrap_or(1500);
         Router {
             fw,
+            port_stats: vec![PortStats::default(); ports.len()],
+            worker_stats: Vec::new(),
             ports,
             by_iface,
             neigh: NeighCache::new(cfg.neigh),
@@ -782,7 +820,19 @@ impl Router {
         let gso = offload
             .gso
             .filter(|g| gso::segment_ip_len(frame, *g).is_some());
+        let sent_before = out.len();
+        let len = u64::try_from(frame.len()).unwrap_or(u64::MAX);
         let h = self.receive(now, port, frame, gso, out);
+        let dropped = matches!(h, Handled::Dropped { .. });
+        if let Some(ps) = self
+            .port_index(port)
+            .and_then(|i| self.port_stats.get_mut(i))
+        {
+            ps.rx_packets += 1;
+            ps.rx_bytes += len;
+            ps.dropped += u64::from(dropped);
+        }
+        self.count_sent(out, sent_before);
         match h {
             Handled::Forwarded { .. } => self.stats.forwarded += 1,
             Handled::Queued => self.stats.queued += 1,
@@ -795,9 +845,50 @@ impl Router {
         h
     }
 
+    /// Adds what went into `out` since its `from`th frame to the ports' transmit counters.
+    fn count_sent(&mut self, out: &Out, from: usize) {
+        for (port, len) in out.lengths_since(from) {
+            let at = self.port_index(port);
+            if let Some(ps) = at.and_then(|i| self.port_stats.get_mut(i)) {
+                ps.tx_packets += 1;
+                ps.tx_bytes += u64::try_from(len).unwrap_or(u64::MAX);
+            }
+        }
+    }
+
+    /// Each port's name with its counters, in port order.
+    pub fn port_stats(&self) -> impl Iterator<Item = (&str, PortStats)> + '_ {
+        self.ports
+            .iter()
+            .zip(&self.port_stats)
+            .map(|(p, s)| (p.port.name.as_str(), *s))
+    }
+
+    /// The counters of worker `n` (the daemon adds to them while it holds the router).
+    /// Workers beyond the 256th share the last one's.
+    pub fn worker_stats_mut(&mut self, n: usize) -> &mut WorkerStats {
+        let n = n.min(MAX_WORKERS - 1);
+        if self.worker_stats.len() <= n {
+            self.worker_stats.resize(n + 1, WorkerStats::default());
+        }
+        let last = self.worker_stats.len() - 1;
+        &mut self.worker_stats[n.min(last)]
+    }
+
+    /// Every worker's counters, by worker number.
+    pub fn worker_stats(&self) -> &[WorkerStats] {
+        &self.worker_stats
+    }
+
     /// Timers: solicitations sent again, neighbours given up on (their waiting frames are
     /// dropped as `neighbour-unresolved`), entries aged.
     pub fn tick(&mut self, now: Time, out: &mut Out) {
+        let sent_before = out.len();
+        self.tick_inner(now, out);
+        self.count_sent(out, sent_before);
+    }
+
+    fn tick_inner(&mut self, now: Time, out: &mut Out) {
         let mut probes = core::mem::take(&mut self.probes);
         probes.clear();
         let dropped = self.neigh.tick(now, &mut probes);

@@ -617,6 +617,17 @@ fn lan_to_wan_resolves_the_gateway_masquerades_and_replies_come_back() {
     assert!(matches!(h, Handled::Forwarded { out: WAN, .. }), "{h:?}");
     let s = seen(&t.only(WAN));
     assert_eq!((s.src, s.ports), (ip4(ROUTER_WAN), Some((nat_port, 443))));
+
+    // Per port, as `ip -s link` would count on the router's side: in on the LAN the SYN,
+    // the ARP reply and the ACK; out the ARP request, the SYN/ACK; and the mirror on the WAN.
+    let ports: Vec<_> = t.r.port_stats().collect();
+    assert_eq!(ports.len(), 2);
+    let (lan_name, lan) = ports[0];
+    let (wan_name, wan) = ports[1];
+    assert_eq!((lan_name, wan_name), ("lan0", "wan0"));
+    assert_eq!((lan.rx_packets, lan.tx_packets, lan.dropped), (3, 2, 0));
+    assert_eq!((wan.rx_packets, wan.tx_packets, wan.dropped), (2, 3, 0));
+    assert!(lan.rx_bytes > 0 && wan.tx_bytes > 0);
 }
 
 #[test]

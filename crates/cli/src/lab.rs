@@ -20,6 +20,7 @@ mod topo;
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,10 @@ use topo::RouterKind;
 
 /// Where `lab up` records what it started, so `lab down` (another process) can stop it.
 pub const STATE_ROOT: &str = "/run/keepstate-lab";
+/// In the state directory: the daemon's connection table (`run --state-file`), and its
+/// command line (NUL-separated) for `lab restart`.
+const STATE_FILE: &str = "conntrack.state";
+const ARGV_FILE: &str = "daemon.argv";
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -47,6 +52,10 @@ enum LabCmd {
     Up(UpArgs),
     /// Stop what `lab up` started and delete the lab's namespaces (fine if already gone).
     Down(DownArgs),
+    /// Restart the keepstate daemon of a lab `lab up` built: SIGTERM (it saves its
+    /// connection table), then the same command again (which restores it), then wait until
+    /// it answers. Connections through the router survive.
+    Restart(DownArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -102,6 +111,10 @@ pub fn run(args: &Args) -> Result<()> {
         Some(LabCmd::Down(d)) => {
             check_prefix(&d.prefix)?;
             down(&d.prefix)
+        }
+        Some(LabCmd::Restart(d)) => {
+            check_prefix(&d.prefix)?;
+            restart(&d.prefix)
         }
         None => foreground(&args.up),
     }
@@ -265,6 +278,13 @@ fn build(args: &UpArgs, state: &Path) -> Result<Lab> {
             };
             argv.extend(["--io".into(), io.into()]);
         }
+        // Kept across `lab restart`, and deleted with the lab.
+        argv.extend([
+            "--state-file".into(),
+            state.join(STATE_FILE).display().to_string(),
+        ]);
+        fs::write(state.join(ARGV_FILE), argv.join("\0"))
+            .with_context(|| format!("write {}", state.join(ARGV_FILE).display()))?;
         let child = proc::spawn_in(&topo::ns(p, "router"), &argv, &log)?;
         let pid = child.id();
         proc::record(state, "daemon", pid)?;
@@ -380,6 +400,12 @@ Try:
     if foreground {
         println!("\nCtrl-C stops the lab and deletes its namespaces.");
     } else {
+        if lab.router == RouterKind::Keepstate {
+            println!(
+                "\n`keepstate lab restart --prefix {p}` restarts keepstate; connections through \
+                 it survive."
+            );
+        }
         println!("\n`keepstate lab down --prefix {p}` stops it and deletes its namespaces.");
     }
 }
@@ -434,6 +460,76 @@ fn foreground(args: &UpArgs) -> Result<()> {
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
+    Ok(())
+}
+
+/// `keepstate lab restart`: stops the daemon as `lab down` would (SIGTERM: it saves its
+/// table), starts the command `lab up` recorded again, its output appended to the same log,
+/// and waits until the router answers ping on both sides.
+fn restart(prefix: &str) -> Result<()> {
+    let state = state_dir(prefix);
+    if topo::existing_namespaces(prefix).is_empty() {
+        bail!("lab {prefix:?} is not up");
+    }
+    let argv_path = state.join(ARGV_FILE);
+    let argv: Vec<String> = fs::read_to_string(&argv_path)
+        .with_context(|| {
+            format!(
+                "read {} (is lab {prefix:?} routed by keepstate, and built by `lab up`?)",
+                argv_path.display()
+            )
+        })?
+        .split('\0')
+        .map(String::from)
+        .collect();
+    if argv.first().is_none_or(String::is_empty) {
+        bail!("{}: no command recorded", argv_path.display());
+    }
+    let info = fs::read_to_string(state.join("info")).unwrap_or_default();
+    let log = info
+        .lines()
+        .filter_map(|l| l.strip_prefix("log="))
+        .next_back()
+        .map_or_else(|| state.join("daemon.log"), PathBuf::from);
+    let old: Vec<i32> = proc::recorded(&state, "daemon")
+        .into_iter()
+        .filter(|&pid| proc::in_namespaces(pid, prefix))
+        .collect();
+    // As long as `lab down` gives it: time to print its table and save it.
+    proc::stop(&old, Duration::from_secs(5))?;
+
+    let out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("open {}", log.display()))?;
+    let err = out
+        .try_clone()
+        .with_context(|| format!("open {}", log.display()))?;
+    let ns = topo::ns(prefix, "router");
+    // As `proc::spawn_in`, but appending: the log keeps what the first daemon said.
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(&argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("start {} in {ns}", argv.join(" ")))?;
+    let pid = child.id();
+    let pid_file = state.join("daemon.pid");
+    fs::write(&pid_file, format!("{pid}\n"))
+        .with_context(|| format!("write {}", pid_file.display()))?;
+    write_info(&state, "daemon_pid", &pid.to_string())?;
+    let mut lab = Lab {
+        prefix: prefix.to_string(),
+        router: RouterKind::Keepstate,
+        log: Some(log),
+        daemon: Some(child),
+    };
+    wait_answering(&mut lab)?;
+    println!("keepstate lab {prefix:?}: daemon restarted (pid {pid})");
     Ok(())
 }
 

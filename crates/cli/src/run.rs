@@ -66,6 +66,15 @@ pub struct Args {
     /// queue, so at most as many workers as the interface with the fewest queues has).
     #[arg(long, value_enum, default_value_t = IoKind::Packet)]
     pub io: IoKind,
+    /// Keep the connection table in this file across restarts (suggested:
+    /// /var/lib/keepstate/conntrack.state): restored at start, before any packet, saved on
+    /// a clean stop and every --state-interval seconds, so established connections survive
+    /// a restart or an upgrade. A file that cannot be read is moved aside to PATH.bad.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Seconds between saves of the connection table while running (0: only on stop).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub state_interval: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
@@ -525,6 +534,18 @@ pub fn run(args: &Args) -> Result<()> {
     let router = Arc::new(Mutex::new(Router::new(fw, RouterConfig::new(ports))));
     let clock = Arc::new(Clock(Instant::now()));
     let last_tick = Arc::new(Mutex::new(clock.now()));
+    let saver = match &args.state_file {
+        Some(path) => {
+            state_file::restore(&router, path, clock.now());
+            Some(state_file::saver(
+                router.clone(),
+                clock.clone(),
+                path.clone(),
+                args.state_interval,
+            )?)
+        }
+        None => None,
+    };
     let control = match control_at {
         Some(at) => {
             let c = clock.clone();
@@ -577,6 +598,9 @@ pub fn run(args: &Args) -> Result<()> {
         if h.join().is_err() {
             eprintln!("keepstate: a worker thread panicked");
         }
+    }
+    if let (Some(path), Some(saver)) = (&args.state_file, saver) {
+        state_file::finish(saver, &router, path, clock.now());
     }
     drop(control);
     drop(isolation);
@@ -662,4 +686,159 @@ fn mac_str(m: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// `--state-file`: the connection table kept in a file across restarts.
+mod state_file {
+    use std::fs;
+    use std::io::{BufReader, Write as _};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+    use anyhow::{Context, Result};
+    use keepstate_dataplane::router::Router;
+    use keepstate_engine::Time;
+
+    use super::{lock, Clock, STOP};
+
+    fn wall_clock() -> Option<u64> {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    }
+
+    fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+        let mut s = path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// Restores the table before any packet is handled. A missing file is a first start;
+    /// a file that cannot be restored is moved aside (for a look later) and the router
+    /// starts empty rather than not at all.
+    pub(super) fn restore(router: &Mutex<Router>, path: &Path, now: Time) {
+        let file = match fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!(
+                    "keepstate: no saved connection table at {}: starting empty",
+                    path.display()
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!(
+                    "keepstate: warning: cannot read the saved connection table {}: {e}; \
+                     starting empty",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let mut r = lock(router);
+        let got = r
+            .firewall_mut()
+            .restore_state(now, wall_clock(), &mut BufReader::new(file));
+        drop(r);
+        match got {
+            Ok(rep) => {
+                let age = match (rep.saved_at, wall_clock()) {
+                    (Some(s), Some(w)) => format!(", saved {} s ago", w.saturating_sub(s)),
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "keepstate: restored {} connections from {}{age}; skipped {} ({} expired, \
+                     {} over the table limit, {} already present)",
+                    rep.restored,
+                    path.display(),
+                    rep.skipped(),
+                    rep.expired,
+                    rep.full,
+                    rep.conflicts
+                );
+            }
+            Err(e) => {
+                let bad = with_suffix(path, ".bad");
+                let kept = match fs::rename(path, &bad) {
+                    Ok(()) => format!("moved to {}", bad.display()),
+                    Err(m) => format!("could not be moved to {}: {m}", bad.display()),
+                };
+                eprintln!(
+                    "keepstate: warning: the saved connection table {} is unusable ({e}); \
+                     starting empty (the file {kept})",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    /// Saves the table: written to memory under the router lock (one quick pass), then to
+    /// a temporary file that is synced and renamed over the old one, so a crash at any
+    /// moment leaves the previous table or the new one, never half of one.
+    pub(super) fn save(router: &Mutex<Router>, path: &Path, now: Time) -> Result<usize> {
+        let mut buf = Vec::new();
+        let n = lock(router)
+            .firewall()
+            .save_state(now, wall_clock(), &mut buf)
+            .context("serialise the connection table")?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let tmp = with_suffix(path, ".tmp");
+        let mut f = fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        f.write_all(&buf)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("write {}", tmp.display()))?;
+        drop(f);
+        fs::rename(&tmp, path)
+            .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+        // The rename itself is durable once the directory is synced.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(n)
+    }
+
+    /// A thread that saves every `interval` seconds until the router stops.
+    pub(super) fn saver(
+        router: Arc<Mutex<Router>>,
+        clock: Arc<Clock>,
+        path: PathBuf,
+        interval: u64,
+    ) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("keepstate-save".into())
+            .spawn(move || {
+                let every = Duration::from_secs(interval);
+                let mut last = Instant::now();
+                while !STOP.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if interval == 0 || last.elapsed() < every {
+                        continue;
+                    }
+                    last = Instant::now();
+                    if let Err(e) = save(&router, &path, clock.now()) {
+                        eprintln!("keepstate: warning: saving the connection table: {e:#}");
+                    }
+                }
+            })
+            .context("cannot start the state saving thread")
+    }
+
+    /// The last save, once the workers have stopped.
+    pub(super) fn finish(saver: JoinHandle<()>, router: &Mutex<Router>, path: &Path, now: Time) {
+        if saver.join().is_err() {
+            eprintln!("keepstate: the state saving thread panicked");
+        }
+        match save(router, path, now) {
+            Ok(n) => eprintln!("keepstate: saved {n} connections to {}", path.display()),
+            Err(e) => eprintln!("keepstate: warning: saving the connection table: {e:#}"),
+        }
+    }
 }

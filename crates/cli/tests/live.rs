@@ -818,3 +818,190 @@ fn keepstate_icmp_errors() {
 fn keepstate_port_forward() {
     port_forward("keepstate_port_forward", Router::Keepstate);
 }
+
+/// One TCP connection through NAT that lives across a restart of the router: a line echoed
+/// before, then (after a line on stdin) another line echoed on the same socket, with the
+/// seconds it took; after another line on stdin a third one (the test stops the router
+/// first, so this one waits for TCP's retransmissions); closes after a fourth. Prints
+/// `echo1 <line> <local port>`, `echo2 <line> <seconds>`, `echo3 <line> <seconds>`.
+const LONG_LIVED: &str = r#"
+import socket, sys, time
+s = socket.create_connection(("203.0.113.1", 7), timeout=5)
+def line(text):
+    s.sendall(text.encode() + b"\n")
+    data = b""
+    while not data.endswith(b"\n"):
+        d = s.recv(100)
+        if not d:
+            break
+        data += d
+    return data.decode().strip()
+print("echo1", line("before the restart"), s.getsockname()[1], flush=True)
+sys.stdin.readline()
+t = time.time()
+s.settimeout(25)
+print("echo2", line("after the restart"), "%.1f" % (time.time() - t), flush=True)
+sys.stdin.readline()
+t = time.time()
+print("echo3", line("sent while the router is down"), "%.1f" % (time.time() - t), flush=True)
+sys.stdin.readline()
+"#;
+
+/// The `conntrack -L` line of the echo connection from `port`, and its original
+/// direction's packet count.
+fn echo_entry(listing: &str, port: &str) -> Option<(String, u64)> {
+    let sport = format!("sport={port} ");
+    let line = listing.lines().find(|l| {
+        l.contains("src=192.168.1.10 ") && l.contains("dport=7 ") && l.contains(&sport)
+    })?;
+    let packets = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("packets="))?
+        .parse()
+        .ok()?;
+    Some((line.to_string(), packets))
+}
+
+/// `keepstate lab restart`: the daemon saves its table on SIGTERM and the new one restores
+/// it, so an established, translated TCP connection carries on (TCP retransmits over the
+/// gap) with its entry, state and counters as they were.
+#[test]
+fn keepstate_restart_keeps_connections() {
+    use std::io::{BufRead as _, Write as _};
+    let test = "keepstate_restart_keeps_connections";
+    let Some(mut lab) = Lab::start(test, Router::Keepstate, &[]) else {
+        return;
+    };
+    let mut client = lab
+        .command("lan1", 60, &["python3", "-c", LONG_LIVED])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(client.stdout.take().unwrap()).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let port = first
+        .split_whitespace()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("echo1 before the restart "),
+        "{test}: first exchange: {first:?}"
+    );
+    let listing = lab.connections();
+    let (entry, before) = echo_entry(&listing, &port)
+        .unwrap_or_else(|| panic!("{test}: no entry for the echo connection:\n{listing}"));
+    assert!(
+        entry.contains("ESTABLISHED") && entry.contains("[ASSURED]"),
+        "{entry}"
+    );
+
+    let out = Command::new("timeout")
+        .args(["-k", "1", "60"])
+        .arg(env!("CARGO_BIN_EXE_keepstate"))
+        .args(["lab", "restart", "--prefix", &lab.prefix])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{test}: keepstate lab restart failed: {}\ndaemon log:\n{}",
+        text(&out),
+        std::fs::read_to_string(&lab.log).unwrap_or_default()
+    );
+
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    let second = lines.next().and_then(Result::ok).unwrap_or_default();
+    let log = std::fs::read_to_string(&lab.log).unwrap_or_default();
+    assert!(
+        second.starts_with("echo2 after the restart "),
+        "{test}: the connection did not survive the restart: {second:?}\ndaemon log:\n{log}"
+    );
+    let secs: f64 = second.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(secs < 20.0, "{test}: the second exchange took {secs} s");
+
+    // The same entry, restored and not picked up afresh (the policy's tcp_loose would do
+    // that): its counters went on from where they were, with the line and its
+    // acknowledgment (at least) added.
+    let listing = lab.connections();
+    let (entry, after) = echo_entry(&listing, &port)
+        .unwrap_or_else(|| panic!("{test}: the entry is gone after the restart:\n{listing}"));
+    assert!(
+        entry.contains("ESTABLISHED") && entry.contains("[ASSURED]"),
+        "{entry}"
+    );
+    assert!(
+        after >= before + 2,
+        "{test}: packets {before} before, {after} after: {entry}"
+    );
+
+    // Again, but with a line sent while no router runs: stop the daemon (it saves), send,
+    // let a retransmission or two be lost, then start it (`lab restart` finds nothing to
+    // stop). The line gets through on a retransmission.
+    let state = Path::new("/run/keepstate-lab").join(&lab.prefix);
+    let pid: i32 = std::fs::read_to_string(state.join("daemon.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill has no memory-safety preconditions; the pid is the lab's daemon.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let saves = |log: &str| log.matches("keepstate: saved ").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while saves(&std::fs::read_to_string(&lab.log).unwrap_or_default()) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{test}: the daemon did not stop and save"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    stdin.write_all(b"go\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = Command::new("timeout")
+        .args(["-k", "1", "60"])
+        .arg(env!("CARGO_BIN_EXE_keepstate"))
+        .args(["lab", "restart", "--prefix", &lab.prefix])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{test}: lab restart: {}", text(&out));
+    let third = lines.next().and_then(Result::ok).unwrap_or_default();
+    let log = std::fs::read_to_string(&lab.log).unwrap_or_default();
+    assert!(
+        third.starts_with("echo3 sent while the router is down "),
+        "{test}: the line sent while the router was down never arrived: {third:?}\ndaemon \
+         log:\n{log}"
+    );
+    let gap: f64 = third.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(
+        (1.5..25.0).contains(&gap),
+        "{test}: the third exchange took {gap} s"
+    );
+    stdin.write_all(b"done\n").unwrap();
+    drop(stdin);
+    let status = client.wait().unwrap();
+    assert!(status.success(), "{test}: the client failed: {status}");
+    assert!(
+        log.contains("keepstate: saved "),
+        "{test}: no save in the log:\n{log}"
+    );
+    let restored = log
+        .lines()
+        .find_map(|l| l.strip_prefix("keepstate: restored "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(restored >= 1, "{test}: nothing restored:\n{log}");
+    eprintln!(
+        "{test}: the second line took {secs} s, the third (sent with the router down) {gap} \
+         s; {restored} connections restored"
+    );
+    lab.down();
+}

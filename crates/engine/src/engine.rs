@@ -355,9 +355,9 @@ impl Engine {
 
 /// The sans-IO stateful inspection engine.
 pub struct Engine {
-    cfg: Config,
-    table: Table,
-    stats: Stats,
+    pub(crate) cfg: Config,
+    pub(crate) table: Table,
+    pub(crate) stats: Stats,
     now: Time,
     /// `now` in whole seconds, rounded down (for expiry checks) and up (for deadlines);
     /// kept in step with `now` by `advance` so the per-packet path never divides.
@@ -365,13 +365,13 @@ pub struct Engine {
     now_ceil: u32,
     scratch: Vec<u32>,
     /// The entry the packet being classified created, until the filter hook confirms it.
-    created: Option<u32>,
+    pub(crate) created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
     xlate: Option<Translation>,
     /// Datagrams whose first fragment was seen, so their later pieces can be judged.
     frags: Fragments,
     /// The connection the packet being classified belongs to (or opened).
-    last: Option<u32>,
+    pub(crate) last: Option<u32>,
     /// The original side's acknowledgments of the current packet's connection are this far
     /// behind the reply side's sequence numbers (a SYN-proxied connection).
     ack_behind: u32,
@@ -874,7 +874,7 @@ impl Engine {
     }
     /// Moves the clock forward (never back: a reordered capture must not revive entries).
     #[inline(always)]
-    fn advance(&mut self, now: Time) {
+    pub(crate) fn advance(&mut self, now: Time) {
         if now > self.now {
             self.now = now;
             self.now_floor = now.secs_u32();
@@ -890,7 +890,7 @@ impl Engine {
 
     /// Deadline in whole seconds, rounded up so an entry never expires early.
     #[inline(always)]
-    fn deadline(&self, timeout: u32) -> u32 {
+    pub(crate) fn deadline(&self, timeout: u32) -> u32 {
         self.now_ceil.saturating_add(timeout)
     }
 
@@ -1400,11 +1400,19 @@ impl Engine {
         Res::accept(CtState::New, Direction::Original)
     }
 
+    /// Queues a new entry for eviction candidacy, keeping at most one per table slot.
+    pub(crate) fn remember_young(&mut self, id: u32) {
+        if self.young.len() >= self.cfg.max_connections as usize {
+            self.young.pop_front();
+        }
+        self.young.push_back(id);
+    }
+
     /// Adaptive timeouts: sets the timeouts in force for a table of `len` connections, in
     /// 64 steps between `start` and `end`, so they are worked out again only when the table
     /// has grown or shrunk by a step (new connections check; nothing per packet).
     #[inline(never)]
-    fn adapt(&mut self, len: usize) {
+    pub(crate) fn adapt(&mut self, len: usize) {
         let Some(a) = self.cfg.adaptive else {
             return;
         };

@@ -17,6 +17,7 @@ mod engine;
 mod frag;
 pub mod listing;
 pub mod nat;
+pub mod persist;
 pub mod reason;
 mod seq;
 mod table;
@@ -31,6 +32,7 @@ pub use engine::{
 };
 pub use listing::proto_name;
 pub use nat::{Flow, Ipv4Rewrite, NatReleased, NatRequest, SnatRequest, Translation};
+pub use persist::{RestoreError, RestoreOptions, RestoreReport};
 pub use reason::DropReason;
 pub use tcp::TcpState;
 pub use time::Time;

@@ -1014,7 +1014,7 @@ impl Table {
 /// The tuples a translated connection tracked as `key` is filed under, each with its form:
 /// its own key unless both ends are translated, the original direction as it arrives when
 /// the destination is, the reply direction as it arrives when the source is.
-fn nat_forms(key: &Key, x: &NatExt) -> [Option<(Key, u32)>; 3] {
+pub(crate) fn nat_forms(key: &Key, x: &NatExt) -> [Option<(Key, u32)>; 3] {
     [
         x.keeps_key_slot().then_some((*key, FORM_KEY)),
         (x.flags & NAT_DST != 0).then(|| (x.arrive_original(key), FORM_ORIGINAL)),

@@ -1055,6 +1055,62 @@ impl Firewall {
         }
         d
     }
+
+    /// Saves the connection table (see [`Engine::save_stamped`]): everything the policy
+    /// keeps per connection lives in it (translations, SYN proxy sequence offsets, which
+    /// connections count against their source), so nothing is added. `wall_clock` (Unix
+    /// seconds) lets a restore take off the time the file spent on disk.
+    pub fn save_state(
+        &self,
+        now: Time,
+        wall_clock: Option<u64>,
+        w: &mut impl std::io::Write,
+    ) -> std::io::Result<usize> {
+        self.engine.save_stamped(now, wall_clock, w)
+    }
+
+    /// Restores a table [`Firewall::save_state`] wrote, into this firewall's engine, and
+    /// brings the policy's own books in line with it: the NAT ports and endpoint-independent
+    /// mappings restored connections hold are taken again, and sources the policy limits
+    /// (`src_conn_max`) count their restored connections. Restored connections are not
+    /// judged again by the rules (as netfilter keeps its table across a rule change); they
+    /// keep the translation they had, even if the policy now translates differently. Not
+    /// restored: handshakes a SYN proxy was in the middle of (the client retries), rate
+    /// limit and scan detection state.
+    pub fn restore_state(
+        &mut self,
+        now: Time,
+        wall_clock: Option<u64>,
+        r: &mut impl std::io::Read,
+    ) -> Result<keepstate_engine::RestoreReport, keepstate_engine::RestoreError> {
+        let books = self.nat.as_ref().is_some_and(|n| n.books);
+        let opts = keepstate_engine::RestoreOptions {
+            wall_clock,
+            counted: self.conns.any,
+            nat_reports: books,
+        };
+        let report = self.engine.restore_with(now, r, &opts)?;
+        if let Some(nat) = self.nat.as_mut().filter(|n| n.books) {
+            for m in &report.nat_mappings {
+                nat.opened(m.proto, m.inside, m.outside, m.endpoint_independent);
+            }
+        }
+        // The count is one per source across the zones that limit; the zone only gives the
+        // limit, so the most generous one loses no restored connection.
+        let zone = (0..self.policy.zones.len())
+            .filter_map(|z| {
+                let max = self.policy.zones.get(z)?.src_conn_max?;
+                Some((ZoneId::try_from(z).ok()?, max))
+            })
+            .max_by_key(|&(_, max)| max)
+            .map(|(z, _)| z);
+        if let Some(z) = zone {
+            for &src in &report.counted {
+                let _ = self.conns.open(z, src);
+            }
+        }
+        Ok(report)
+    }
 }
 
 impl Firewall {

@@ -46,6 +46,7 @@ pub fn conn(c: &Conn) -> Value {
         "protonum": c.proto,
         "state": c.tcp_state.map(|s| s.name()),
         "timeout": c.timeout,
+        "age": c.age,
         "original": tuple(&c.original, c.packets[0], c.bytes[0]),
         "reply": tuple(&c.reply, c.packets[1], c.bytes[1]),
         "flags": flags,

@@ -63,11 +63,14 @@ pub enum SortKey {
     Dst,
     /// Protocol number.
     Proto,
+    /// Seconds since the connection was created.
+    Age,
 }
 
 impl SortKey {
-    pub const ALL: [SortKey; 6] = [
+    pub const ALL: [SortKey; 7] = [
         SortKey::Timeout,
+        SortKey::Age,
         SortKey::Bytes,
         SortKey::Packets,
         SortKey::Src,
@@ -83,6 +86,7 @@ impl SortKey {
             SortKey::Src => "src",
             SortKey::Dst => "dst",
             SortKey::Proto => "proto",
+            SortKey::Age => "age",
         }
     }
 
@@ -427,6 +431,7 @@ fn compare(a: &Conn, b: &Conn, sort: Sort) -> Ordering {
     let total = |x: [u64; 2]| x[0].saturating_add(x[1]);
     let primary = match sort.key {
         SortKey::Timeout => a.timeout.cmp(&b.timeout),
+        SortKey::Age => a.age.cmp(&b.age),
         SortKey::Bytes => total(a.bytes).cmp(&total(b.bytes)),
         SortKey::Packets => total(a.packets).cmp(&total(b.packets)),
         SortKey::Src => (a.original.src, sport(a)).cmp(&(b.original.src, sport(b))),

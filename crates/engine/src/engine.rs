@@ -320,6 +320,8 @@ pub struct Conn {
     pub assured: bool,
     /// Seconds until the entry expires, at the engine's latest `now`.
     pub timeout: u32,
+    /// Seconds since the connection was created, at the engine's latest `now`.
+    pub age: u32,
     /// Per direction: `[original, reply]`.
     pub packets: [u64; 2],
     pub bytes: [u64; 2],
@@ -884,7 +886,7 @@ impl Engine {
     }
 
     #[inline(always)]
-    fn now_s(&self) -> u32 {
+    pub(crate) fn now_s(&self) -> u32 {
         self.now_floor
     }
 
@@ -1019,7 +1021,9 @@ impl Engine {
             .filter(move |(_, e)| !e.expired(now_s))
             .map(move |(id, e)| {
                 let x = (e.status & STATUS_NAT != 0).then(|| self.table.ext(id));
-                conn_view(e, x, now_s)
+                let mut c = conn_view(e, x, now_s);
+                c.age = now_s.saturating_sub(self.table.born(id));
+                c
             })
     }
 
@@ -1380,6 +1384,8 @@ impl Engine {
         e.packets[0] = 1;
         e.bytes[0] = u64::from(len);
         let id = self.table.insert(hash, e);
+        let born = self.now_s();
+        self.table.set_born(id, born);
         self.created = Some(id);
         self.last = Some(id);
         if self.young.len() >= self.cfg.max_connections as usize {
@@ -1821,6 +1827,7 @@ fn conn_view(entry: &Entry, nat: Option<&NatExt>, now_s: u32) -> Conn {
         seen_reply: entry.status & STATUS_SEEN_REPLY != 0,
         assured: entry.status & STATUS_ASSURED != 0,
         timeout: entry.expires.saturating_sub(now_s),
+        age: 0,
         packets: entry.packets,
         bytes: entry.bytes,
     }

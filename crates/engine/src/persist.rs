@@ -10,7 +10,7 @@
 //! trailer  FNV-1a 64 of every byte before it, u64
 //! ```
 //!
-//! A record (version 1, 148 bytes) holds the connection as tracking sees it (its tuple
+//! A record (version 1, 152 bytes) holds the connection as tracking sees it (its tuple
 //! between the translations) and its translation, which together give the original and
 //! reply tuples; the TCP state and both directions' window data (`end`, `maxend`,
 //! `maxwin`, window scale, per-side flags); the status bits (seen reply, assured, liberal,
@@ -26,6 +26,7 @@
 //!     `end` is the seconds until a replied flow counts as a stream)
 //! 104 nat flags u8  105 0  106 snat port u16  108 dnat port u16  110 0 u16
 //! 112 sequence offset u32  116 snat [16]  132 dnat [16]
+//! 148 seconds since the connection was created u32 (absent from 148-byte records)
 //! ```
 //!
 //! A reader of this version takes records longer than its own (a later version that added
@@ -55,7 +56,10 @@ pub const MAGIC: [u8; 8] = *b"KSCT\x00\r\n\x1a";
 /// The format version this engine writes.
 pub const VERSION: u16 = 1;
 const HEADER_LEN: usize = 32;
-const RECORD_LEN: usize = 148;
+const RECORD_LEN: usize = 152;
+/// Records of the first files written had no age (they ended at byte 148): read them as
+/// connections born at the restore.
+const MIN_RECORD_LEN: usize = 148;
 const TRAILER_LEN: usize = 8;
 
 const STATUS_KNOWN: u8 =
@@ -255,9 +259,11 @@ struct Parsed {
     left: u32,
     /// Non-TCP: seconds until a replied flow counts as a stream.
     stream_in: u32,
+    /// Seconds since the connection was created, at saving.
+    age: u32,
 }
 
-fn encode(e: &Entry, x: Option<&NatExt>, now_s: u32, out: &mut [u8; RECORD_LEN]) {
+fn encode(e: &Entry, x: Option<&NatExt>, born: u32, now_s: u32, out: &mut [u8; RECORD_LEN]) {
     out.fill(0);
     let mut r = Rec(out);
     let k = &e.key;
@@ -294,6 +300,7 @@ fn encode(e: &Entry, x: Option<&NatExt>, now_s: u32, out: &mut [u8; RECORD_LEN])
         r.put(116, &x.snat);
         r.put(132, &x.dnat);
     }
+    r.put(148, &now_s.saturating_sub(born).to_le_bytes());
 }
 
 /// An address valid for the family: IPv4 addresses use the first four bytes only.
@@ -371,6 +378,7 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
         nat,
         left: f.u32(40),
         stream_in,
+        age: f.u32(148),
     })
 }
 
@@ -484,7 +492,7 @@ impl Engine {
         let mut written = 0;
         for (id, e) in live() {
             let x = (e.status & STATUS_NAT != 0).then(|| self.table.ext(id));
-            encode(e, x, now_s, &mut rec);
+            encode(e, x, self.table.born(id), now_s, &mut rec);
             out.put(&rec)?;
             written += 1;
         }
@@ -556,6 +564,7 @@ impl Engine {
             nat,
             left,
             stream_in,
+            age,
         } = p;
         let Some(left) = left.checked_sub(aged).filter(|&l| l > 0) else {
             report.expired += 1;
@@ -598,6 +607,8 @@ impl Engine {
         }
         let hash = self.table.hash(&key);
         let id = self.table.insert(hash, entry);
+        let born = self.now_s().saturating_sub(age.saturating_add(aged));
+        self.table.set_born(id, born);
         if let Some(mut x) = nat {
             if !opts.nat_reports {
                 x.flags &= !NAT_REPORT;
@@ -648,10 +659,10 @@ fn read_file<R: Read>(r: &mut R) -> Result<(Vec<Parsed>, Option<u64>), RestoreEr
         });
     }
     let rec_len = usize::from(f.u16(10));
-    if rec_len < RECORD_LEN {
+    if rec_len < MIN_RECORD_LEN {
         return Err(RestoreError::Corrupt {
             offset: 10,
-            what: format!("records of {rec_len} bytes, at least {RECORD_LEN} expected"),
+            what: format!("records of {rec_len} bytes, at least {MIN_RECORD_LEN} expected"),
         });
     }
     let flags = f.u32(12);

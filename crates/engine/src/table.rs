@@ -416,6 +416,10 @@ pub(crate) struct Table {
     filed: usize,
     sweep: u32,
     hashing: Hashing,
+    /// The whole second each entry was created at (of the caller's clock), in chunks
+    /// parallel to `chunks`: only listings read it, so it stays off the entries' cache
+    /// lines.
+    born: Vec<Box<[u32]>>,
     /// Translation records, in chunks parallel to `chunks`; allocated on first use.
     nat: Vec<Box<[NatExt]>>,
     nat_live: usize,
@@ -433,6 +437,7 @@ pub(crate) struct Table {
 impl Table {
     pub(crate) fn new(hashing: Hashing) -> Table {
         Table {
+            born: Vec::new(),
             hashing,
             chunks: Vec::new(),
             free: NIL,
@@ -525,8 +530,27 @@ impl Table {
         self.chunks.len() * CHUNK * core::mem::size_of::<Entry>()
             + self.buckets.len() * core::mem::size_of::<Bucket>()
             + self.chunks.capacity() * core::mem::size_of::<Box<[Entry]>>()
+            + self.born.len() * CHUNK * core::mem::size_of::<u32>()
             + self.nat.len() * CHUNK * core::mem::size_of::<NatExt>()
             + self.syns.len() * core::mem::size_of::<IgnoredSyn>()
+    }
+
+    /// Records the second entry `id` was created at.
+    pub(crate) fn set_born(&mut self, id: u32, second: u32) {
+        let (c, i) = (id as usize / CHUNK, id as usize % CHUNK);
+        if let Some(b) = self.born.get_mut(c).and_then(|c| c.get_mut(i)) {
+            *b = second;
+        }
+    }
+
+    /// The second entry `id` was created at.
+    pub(crate) fn born(&self, id: u32) -> u32 {
+        let (c, i) = (id as usize / CHUNK, id as usize % CHUNK);
+        self.born
+            .get(c)
+            .and_then(|c| c.get(i))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Remembers a SYN ignored on entry `syn.id`, replacing any earlier one in its slot.
@@ -820,6 +844,7 @@ impl Table {
         if self.high as usize >= self.chunks.len() * CHUNK {
             self.chunks
                 .push(vec![Entry::FREE; CHUNK].into_boxed_slice());
+            self.born.push(vec![0; CHUNK].into_boxed_slice());
         }
         let id = self.high;
         self.high += 1;

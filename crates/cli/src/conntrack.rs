@@ -19,7 +19,7 @@ const PAGE: usize = 10_000;
 #[command(group(
     clap::ArgGroup::new("command")
         .required(true)
-        .args(["dump", "count", "delete", "flush", "stats"])
+        .args(["dump", "count", "delete", "flush", "stats", "event"])
 ))]
 pub struct Args {
     /// List connections.
@@ -37,6 +37,13 @@ pub struct Args {
     /// Show statistics (conntrack's per-CPU line; keepstate has one table).
     #[arg(short = 'S', long = "stats")]
     pub stats: bool,
+    /// Print connection events ([NEW], [UPDATE], [DESTROY]) as they happen, until
+    /// interrupted.
+    #[arg(short = 'E', long = "event")]
+    pub event: bool,
+    /// With -E: which events, comma-separated (NEW, UPDATE, DESTROY; default all).
+    #[arg(short = 'e', long = "event-mask", value_name = "NEW,UPDATE,DESTROY")]
+    pub event_mask: Option<String>,
     /// Protocol name or number.
     #[arg(short = 'p', long = "proto", visible_alias = "protonum")]
     pub proto: Option<String>,
@@ -99,6 +106,8 @@ pub fn run(args: &Args) -> Result<()> {
         Ok(())
     } else if args.delete {
         delete(&client, &filter, args.output.as_deref())
+    } else if args.event {
+        events(&client, &filter, args)
     } else if args.flush {
         client.json("POST", "/api/v1/connections/flush")?;
         eprintln!("{SIGN}: connection tracking table has been emptied.");
@@ -211,6 +220,93 @@ fn list(client: &Client, filter: &str, output: Option<&str>) -> Result<()> {
     out.flush()?;
     eprintln!("{SIGN}: {shown} flow entries have been shown.");
     Ok(())
+}
+
+/// `-E`: the event stream, printed line by line as it arrives; a note of lost events goes
+/// to standard error, as conntrack's ENOBUFS warning does.
+fn events(client: &Client, filter: &str, args: &Args) -> Result<()> {
+    let mut extra = String::from(if args.output.as_deref() == Some("json") {
+        "format=json"
+    } else {
+        "format=text"
+    });
+    if let Some(m) = &args.event_mask {
+        let mut types = Vec::new();
+        for t in m.split(',') {
+            match t.trim().to_ascii_uppercase().as_str() {
+                "ALL" => types.extend(["new", "update", "destroy"]),
+                "NEW" => types.push("new"),
+                "UPDATE" => types.push("update"),
+                "DESTROY" => types.push("destroy"),
+                other => bail!("-e: `{other}` is not NEW, UPDATE, DESTROY or ALL"),
+            }
+        }
+        extra.push_str(&format!("&types={}", types.join(",")));
+    }
+    let path = format!("/api/v1/events?{}", join(filter, &extra));
+    let s = client.open("GET", &path, None)?;
+    let mut r = std::io::BufReader::new(s);
+    let head = read_head(&mut r)?;
+    let reply_ok = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .is_some_and(|c| c == "200");
+    if !reply_ok {
+        let mut raw = head.into_bytes();
+        raw.extend_from_slice(b"\r\n\r\n");
+        r.read_to_end(&mut raw)?;
+        parse_reply(&raw)?.ok()?;
+        bail!("control API: the event stream was refused");
+    }
+    let stdout = std::io::stdout();
+    let mut shown = 0u64;
+    let mut data = Vec::new();
+    loop {
+        let mut size = String::new();
+        if std::io::BufRead::read_line(&mut r, &mut size)? == 0 {
+            break;
+        }
+        let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or_default(), 16)
+            .map_err(|_| anyhow!("control API: bad chunk size"))?;
+        if n == 0 {
+            break;
+        }
+        data.resize(n + 2, 0);
+        r.read_exact(&mut data)?;
+        let text = core::str::from_utf8(data.get(..n).unwrap_or_default())
+            .context("control API: the event stream is not UTF-8")?;
+        let mut out = stdout.lock();
+        for line in text.lines() {
+            if line.starts_with("WARNING:") {
+                eprintln!("{line}");
+            } else {
+                writeln!(out, "{line}")?;
+                shown += 1;
+            }
+        }
+        out.flush()?;
+    }
+    eprintln!("{SIGN}: {shown} flow events have been shown.");
+    Ok(())
+}
+
+/// An answer's status line and headers, up to the blank line.
+fn read_head(r: &mut impl std::io::BufRead) -> Result<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            bail!("control API: truncated answer");
+        }
+        if line == "\r\n" || line == "\n" {
+            return Ok(head);
+        }
+        if head.len() > 64 * 1024 {
+            bail!("control API: oversized answer head");
+        }
+        head.push_str(&line);
+    }
 }
 
 /// `-D`: the deleted connections' lines, then the summary; like conntrack, exits with 1
@@ -630,6 +726,17 @@ impl Client {
 
     /// A request with a JSON body.
     fn request_with(&self, method: &str, path: &str, body: Option<&str>) -> Result<Reply> {
+        let mut s = self.open(method, path, body)?;
+        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .context("reading the control API's answer")?;
+        parse_reply(&raw)
+    }
+
+    /// Sends a request; the answer is left to read (with no read timeout: an event stream
+    /// may be quiet for long).
+    fn open(&self, method: &str, path: &str, body: Option<&str>) -> Result<TcpStream> {
         let mut s =
             TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).with_context(|| {
                 format!(
@@ -638,7 +745,6 @@ impl Client {
                     self.addr
                 )
             })?;
-        s.set_read_timeout(Some(Duration::from_secs(120)))?;
         s.set_write_timeout(Some(Duration::from_secs(10)))?;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: */*\r\n",
@@ -656,10 +762,7 @@ impl Client {
             None => req.push_str("\r\n"),
         }
         s.write_all(req.as_bytes())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .context("reading the control API's answer")?;
-        parse_reply(&raw)
+        Ok(s)
     }
 }
 

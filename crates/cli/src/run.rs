@@ -548,6 +548,11 @@ pub fn run(args: &Args) -> Result<()> {
     };
     let control = match control_at {
         Some(at) => {
+            // For `GET /api/v1/events` (keepstate conntrack -E).
+            lock(&router)
+                .firewall_mut()
+                .engine_mut()
+                .set_events(keepstate_control::events::ENGINE_CAPACITY);
             let c = clock.clone();
             let server = keepstate_control::serve_with(
                 at,

@@ -182,3 +182,74 @@ fn no_api_is_a_clear_error() {
     assert!(!o.status.success());
     assert!(out(&o).1.contains("cannot reach the control API"));
 }
+
+#[test]
+fn events_are_printed_as_conntrack_e_prints_them() {
+    use keepstate_dataplane::router::Out;
+    use std::io::BufRead;
+    use std::process::Stdio;
+    use std::time::Duration;
+    let mut rig = rig(false);
+    rig.r.firewall_mut().engine_mut().set_events(1024);
+    rig.recorded();
+    let now = rig.now;
+    let router = Arc::new(Mutex::new(rig.r));
+    let s = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        router.clone(),
+        move || now,
+    )
+    .unwrap();
+    let addr = s.addr().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keepstate"))
+        .args(["conntrack", "-E", "-p", "udp", "-e", "NEW,DESTROY"])
+        .args(["--control", &addr])
+        .env_remove("KEEPSTATE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The stream subscribes well within this.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
+        .ipv4(HOST, REMOTE, 64)
+        .udp(40_002, 53)
+        .write(&mut f, b"hi")
+        .unwrap();
+    router
+        .lock()
+        .unwrap()
+        .handle(now, LAN, &mut f, &mut Out::new());
+    let d = http(s.addr(), "DELETE", "/api/v1/connections?proto=udp", None);
+    assert_eq!(d.status, 200, "{d:?}");
+    let lines: Vec<String> = (0..2)
+        .filter_map(|_| rx.recv_timeout(Duration::from_secs(10)).ok())
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        lines,
+        [
+            "    [NEW] udp      17 30 src=192.168.1.23 dst=198.51.100.10 sport=40002 dport=53 \
+             [UNREPLIED] src=198.51.100.10 dst=192.168.1.23 sport=53 dport=40002",
+            // The recorded table's UDP connection goes too, with 29 s left.
+            "[DESTROY] udp      17 29 src=192.168.1.23 dst=198.51.100.10 sport=40001 dport=53 \
+             packets=1 bytes=33 [UNREPLIED] src=198.51.100.10 dst=192.168.1.23 sport=53 \
+             dport=40001 packets=0 bytes=0",
+        ]
+    );
+}

@@ -18,6 +18,7 @@ use keepstate_dataplane::router::Router;
 use keepstate_engine::Time;
 use serde_json::json;
 
+use crate::events::{self, Hub};
 use crate::query::{self, Format};
 use crate::{execute, json, metrics, ApiError, Command, Response};
 
@@ -138,6 +139,8 @@ where
         token,
         started: Instant::now(),
         config,
+        hub: Arc::new(Hub::default()),
+        stop: stop.clone(),
     };
     let (srv, flag) = (inner.clone(), stop.clone());
     let thread = std::thread::Builder::new()
@@ -165,6 +168,10 @@ struct Ctx {
     token: Option<String>,
     started: Instant,
     config: Option<PathBuf>,
+    /// Connection events for `GET /api/v1/events` streams.
+    hub: Arc<Hub>,
+    /// Set when the server stops: streams end too.
+    stop: Arc<AtomicBool>,
 }
 
 /// The largest request body read (a reload's options are a few bytes).
@@ -243,10 +250,28 @@ fn answer(ctx: &Ctx, mut req: tiny_http::Request) {
         .read_to_string(&mut body)
         .map_err(|_| Reply::error(400, "the request body is not UTF-8 text"));
     let url = req.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    if read.is_ok() && req.method().as_str() == "GET" && path == "/api/v1/events" {
+        // A stream: answered on a thread of its own, once the checks pass.
+        let checked = authorised(ctx, auth.as_deref())
+            .and_then(|()| events::parse_events(query).map_err(Reply::from));
+        match checked {
+            Ok(q) => {
+                let (hub, router) = (ctx.hub.clone(), ctx.router.clone());
+                events::spawn_stream(req, q, hub, router, ctx.stop.clone());
+                return;
+            }
+            Err(r) => return send(req, r),
+        }
+    }
     let reply = match read {
         Ok(_) => route(ctx, req.method().as_str(), &url, auth.as_deref(), &body),
         Err(r) => r,
     };
+    send(req, reply);
+}
+
+fn send(req: tiny_http::Request, reply: Reply) {
     // The body is in memory whole: send its length, never chunks (simpler for clients).
     let mut resp = tiny_http::Response::from_string(reply.body)
         .with_status_code(reply.status)
@@ -290,7 +315,8 @@ fn authorised(ctx: &Ctx, auth: Option<&str>) -> Result<(), Reply> {
 }
 
 /// Paths and the methods each answers to.
-const ROUTES: [(&str, &[&str]); 10] = [
+const ROUTES: [(&str, &[&str]); 11] = [
+    ("/api/v1/events", &["GET"]),
     ("/api/v1/connections", &["GET", "DELETE"]),
     ("/api/v1/connections/count", &["GET"]),
     ("/api/v1/connections/flush", &["POST"]),

@@ -11,6 +11,7 @@
 //! listing keeps at most `offset + limit` connections in memory whatever the table's size,
 //! so a table of a million entries is served page by page, never whole.
 
+pub mod events;
 mod filter;
 mod http;
 pub mod json;

@@ -104,7 +104,11 @@ fn bad(name: &str, msg: impl core::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("{name}: {msg}"))
 }
 
-fn number<T: core::str::FromStr>(name: &str, v: &str, what: &str) -> Result<T, ApiError> {
+pub(crate) fn number<T: core::str::FromStr>(
+    name: &str,
+    v: &str,
+    what: &str,
+) -> Result<T, ApiError> {
     v.parse::<T>()
         .map_err(|_| bad(name, format!("`{v}` is not {what}")))
 }

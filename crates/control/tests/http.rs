@@ -380,8 +380,11 @@ fn every_documented_operation_is_served_as_documented() {
                 .map(|p| resolve(&doc, p))
                 .collect();
             // DELETE needs a filter: give it the first documented one.
+            // The event stream needs an end: `seconds=0` sends what is pending and ends.
             let base = if method == "DELETE" {
                 "?proto=udp".to_string()
+            } else if path == "/api/v1/events" {
+                "?seconds=0".to_string()
             } else {
                 String::new()
             };
@@ -401,7 +404,12 @@ fn every_documented_operation_is_served_as_documented() {
                 assert_eq!(p["in"], "query");
                 let v = sample(name, &p["schema"]);
                 // `order` is documented as needing `sort`.
-                let with = if name == "order" { "&sort=bytes" } else { "" };
+                let with = match (name, path.as_str()) {
+                    ("order", _) => "&sort=bytes",
+                    ("seconds", _) => "",
+                    (_, "/api/v1/events") => "&seconds=0",
+                    _ => "",
+                };
                 let r = http(a, &method, &format!("{path}?{name}={v}{with}"), None);
                 assert_eq!(r.status, 200, "{method} {path}?{name}={v}: {r:?}");
             }
@@ -428,7 +436,7 @@ fn every_documented_operation_is_served_as_documented() {
             ops += 1;
         }
     }
-    assert_eq!(ops, 11, "every operation the server has is documented");
+    assert_eq!(ops, 12, "every operation the server has is documented");
     assert!(checked_fields > 50, "{checked_fields}");
 }
 
@@ -663,4 +671,97 @@ fn rules_are_listed_with_their_counters() {
     }
     s.stop();
     let _ = std::fs::remove_file(&path);
+}
+
+// --- Events --------------------------------------------------------------------------------
+
+#[test]
+fn events_stream_new_and_destroy_as_conntrack_e_prints_them() {
+    use keepstate_dataplane::router::Out;
+    let mut rig = rig(false);
+    rig.r.firewall_mut().engine_mut().set_events(1024);
+    // Before the stream starts: not reported to it.
+    rig.recorded();
+    let now = rig.now;
+    let router = Arc::new(Mutex::new(rig.r));
+    let s = serve(
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+        router.clone(),
+        move || now,
+    )
+    .unwrap();
+    let a = s.addr();
+    let text =
+        std::thread::spawn(move || http(a, "GET", "/api/v1/events?seconds=2&proto=udp", None));
+    let json = std::thread::spawn(move || {
+        http(
+            a,
+            "GET",
+            "/api/v1/events?seconds=2&format=json&types=destroy",
+            None,
+        )
+    });
+    // Both streams subscribe well within this.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
+            .ipv4(HOST, REMOTE, 64)
+            .udp(40_002, 53)
+            .write(&mut f, b"hi")
+            .unwrap();
+        let mut r = router.lock().unwrap();
+        let mut out = Out::new();
+        r.handle(now, LAN, &mut f, &mut out);
+    }
+    let d = http(
+        a,
+        "DELETE",
+        "/api/v1/connections?proto=udp&sport=40002",
+        None,
+    );
+    assert_eq!(d.status, 200, "{d:?}");
+    let t = text.join().unwrap();
+    assert_eq!(t.status, 200);
+    assert_eq!(t.header("Content-Type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        t.body,
+        "    [NEW] udp      17 30 src=192.168.1.23 dst=198.51.100.10 sport=40002 dport=53 \
+         [UNREPLIED] src=198.51.100.10 dst=192.168.1.23 sport=53 dport=40002\n\
+         [DESTROY] udp      17 30 src=192.168.1.23 dst=198.51.100.10 sport=40002 dport=53 \
+         packets=1 bytes=30 [UNREPLIED] src=198.51.100.10 dst=192.168.1.23 sport=53 \
+         dport=40002 packets=0 bytes=0\n"
+    );
+    let j = json.join().unwrap();
+    assert_eq!(j.header("Content-Type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = j
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", j.body);
+    assert_eq!(lines[0]["type"], "destroy");
+    assert_eq!(lines[0]["connection"]["original"]["sport"], 40002);
+    assert!(lines[0]["line"]
+        .as_str()
+        .unwrap()
+        .starts_with("[DESTROY] udp      17 30 src="));
+}
+
+#[test]
+fn events_requests_are_checked() {
+    let s = server(None);
+    let r = http(s.addr(), "GET", "/api/v1/events?types=new,bogus", None);
+    assert_eq!(r.status, 400);
+    assert!(error_of(&r).contains("types"), "{r:?}");
+    let r = http(s.addr(), "GET", "/api/v1/events?seconds=999999", None);
+    assert_eq!(r.status, 400);
+    let r = http(s.addr(), "POST", "/api/v1/events", None);
+    assert_eq!(r.status, 405);
+    let t = server(Some("tok"));
+    let r = http(t.addr(), "GET", "/api/v1/events?seconds=0", None);
+    assert_eq!(r.status, 401);
+    let r = http(t.addr(), "GET", "/api/v1/events?seconds=0", Some("tok"));
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
 }

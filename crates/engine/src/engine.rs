@@ -1,6 +1,7 @@
 //! The engine: classifies each packet against the state table.
 
 use crate::config::Config;
+use crate::events::{Event, EventLog};
 use crate::frag::{First, Fragments, Later};
 use crate::nat::{NatRequest, Translation};
 use crate::reason::DropReason;
@@ -386,6 +387,8 @@ pub struct Engine {
     /// one per table slot: where a full table looks first for one to evict.
     young: VecDeque<u32>,
     nat_stats: NatCounters,
+    /// Connection events, when asked for ([`Engine::set_events`]).
+    events: Option<Box<EventLog>>,
 }
 
 /// Address translation counters.
@@ -425,6 +428,7 @@ impl Engine {
             ack_behind: 0,
             young: VecDeque::new(),
             nat_stats: NatCounters::default(),
+            events: None,
         }
     }
 
@@ -588,6 +592,9 @@ impl Engine {
         if out.verdict == Verdict::Drop {
             self.unconfirm();
         }
+        if let Some(log) = &mut self.events {
+            log.after_packet(&self.table, self.created, self.now_floor);
+        }
         let s = &mut self.stats;
         s.packets += 1;
         s.bytes += u64::from(out.meta.len);
@@ -602,7 +609,7 @@ impl Engine {
     #[inline(never)]
     fn unconfirm(&mut self) {
         if let Some(id) = self.created.take() {
-            self.table.remove(id);
+            self.table.remove(id); // never confirmed, never reported
             self.stats.created -= 1;
             self.stats.unconfirmed += 1;
         }
@@ -902,7 +909,7 @@ impl Engine {
         let now_s = self.now_s();
         if let Some(id) = self.table.sweep_next() {
             if self.table.get(id).expired(now_s) {
-                self.table.remove(id);
+                self.remove_entry(id);
                 self.stats.expired += 1;
             }
         }
@@ -919,7 +926,7 @@ impl Engine {
             .map(|(id, _)| id)
             .collect();
         for id in dead {
-            self.table.remove(id);
+            self.remove_entry(id);
             self.stats.expired += 1;
         }
     }
@@ -947,10 +954,10 @@ impl Engine {
             }
         }
         for &id in &expired {
-            self.table.remove(id);
+            self.remove_entry(id);
         }
         for &id in &chosen {
-            self.table.remove(id);
+            self.remove_entry(id);
         }
         self.stats.expired += u64::try_from(expired.len()).unwrap_or(u64::MAX);
         self.stats.removed += u64::try_from(chosen.len()).unwrap_or(u64::MAX);
@@ -975,7 +982,11 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        let Ok(Some((id, _))) = self.lookup(hash, &key) else {
+        let found = self.lookup(hash, &key);
+        if let Some(log) = &mut self.events {
+            log.forget();
+        }
+        let Ok(Some((id, _))) = found else {
             return false;
         };
         let e = self.table.get_mut(id);
@@ -1011,6 +1022,34 @@ impl Engine {
             let live = !self.table.get(f.id).expired(self.now_s());
             live
         })
+    }
+
+    /// Turns the connection event log on with room for `capacity` events (0: off, the
+    /// default). Events are recorded as entries are confirmed, change TCP state or
+    /// seen-reply/assured status, and are reclaimed; see [`crate::events`].
+    pub fn set_events(&mut self, capacity: usize) {
+        self.events = (capacity > 0).then(|| Box::new(EventLog::new(capacity)));
+    }
+
+    /// Moves the recorded events, oldest first, to `out`.
+    pub fn take_events(&mut self, out: &mut Vec<Event>) {
+        if let Some(log) = &mut self.events {
+            log.drain(out);
+        }
+    }
+
+    /// Events dropped because the log was full when they happened.
+    pub fn events_lost(&self) -> u64 {
+        self.events.as_ref().map_or(0, |l| l.lost())
+    }
+
+    /// Removes an entry, reporting it as destroyed when events are on.
+    #[inline(always)]
+    fn remove_entry(&mut self, id: u32) {
+        if let Some(log) = &mut self.events {
+            log.destroy(&self.table, id, self.now_floor);
+        }
+        self.table.remove(id);
     }
 
     /// Snapshots of every live connection.
@@ -1067,7 +1106,7 @@ impl Engine {
             return Res::invalid(DropReason::IcmpErrorNoConnection);
         };
         if self.table.get(f.id).expired(self.now_s()) {
-            self.table.remove(f.id);
+            self.remove_entry(f.id);
             self.stats.expired += 1;
             return Res::invalid(DropReason::IcmpErrorNoConnection);
         }
@@ -1135,9 +1174,12 @@ impl Engine {
         };
         let e = self.table.get(f.id);
         if e.expired(self.now_s()) {
-            self.table.remove(f.id);
+            self.remove_entry(f.id);
             self.stats.expired += 1;
             return Ok(None);
+        }
+        if let Some(log) = &mut self.events {
+            log.found(f.id, e.state, e.status);
         }
         if e.status & STATUS_NAT != 0 {
             self.translate_packet(f, key)?;
@@ -1458,7 +1500,7 @@ impl Engine {
             }
             if e.expired(now_s) || e.status & STATUS_SEEN_REPLY == 0 || closing(e) {
                 let expired = e.expired(now_s);
-                self.table.remove(id);
+                self.remove_entry(id);
                 if expired {
                     self.stats.expired += 1;
                 } else {
@@ -1486,7 +1528,7 @@ impl Engine {
         }
         match unassured {
             Some(u) => {
-                self.table.remove(u);
+                self.remove_entry(u);
                 self.stats.evicted += 1;
                 true
             }
@@ -1532,7 +1574,7 @@ impl Engine {
         self.scratch = cand;
         match victim {
             Some((id, rank)) => {
-                self.table.remove(id);
+                self.remove_entry(id);
                 if rank == 0 {
                     self.stats.expired += 1;
                 } else {
@@ -1577,7 +1619,7 @@ impl Engine {
                 // `established` with the entry's own expiry, on the entry already in hand.
                 let out = count(e, dir, len);
                 if decision == Decision::AcceptAndRemove {
-                    self.table.remove(id);
+                    self.remove_entry(id);
                 }
                 out
             }
@@ -1588,7 +1630,7 @@ impl Engine {
             Decision::Reopen => {
                 // The old connection's translation goes with it; the new one gets its own.
                 self.xlate = None;
-                self.table.remove(id);
+                self.remove_entry(id);
                 self.open_tcp(key, hash, seg, len)
             }
         }
@@ -1773,7 +1815,7 @@ fn family_of(code: u8) -> Family {
     }
 }
 
-fn conn_view(entry: &Entry, nat: Option<&NatExt>, now_s: u32) -> Conn {
+pub(crate) fn conn_view(entry: &Entry, nat: Option<&NatExt>, now_s: u32) -> Conn {
     let e = &entry.key;
     let family = family_of(e.family);
     // As netfilter lists a translated connection: the original tuple as the first packet

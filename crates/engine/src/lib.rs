@@ -14,6 +14,7 @@
 
 pub mod config;
 mod engine;
+pub mod events;
 mod frag;
 pub mod listing;
 pub mod nat;
@@ -30,6 +31,7 @@ pub use engine::{
     Admit, Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
     PacketMeta, Stats, Tuple, Verdict,
 };
+pub use events::{Event, EventKind};
 pub use listing::proto_name;
 pub use nat::{Flow, Ipv4Rewrite, NatReleased, NatRequest, SnatRequest, Translation};
 pub use persist::{RestoreError, RestoreOptions, RestoreReport};

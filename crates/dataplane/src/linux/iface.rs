@@ -86,6 +86,30 @@ pub(crate) fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Waits up to `timeout_ms` for `events` on one socket: `Ok(Some(revents))`, `Ok(None)`
+/// when a signal interrupted the wait (the caller returns to its loop, which checks for a
+/// stop), `Err(errno)` otherwise.
+pub(crate) fn poll_one(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    timeout_ms: i32,
+) -> Result<Option<libc::c_short>, i32> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1.
+    let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if r >= 0 {
+        return Ok(Some(pfd.revents));
+    }
+    match last_errno() {
+        libc::EINTR => Ok(None),
+        e => Err(e),
+    }
+}
+
 /// The symbolic name of the errno values a packet router meets; others by number.
 fn errno_name(e: i32) -> Option<&'static str> {
     Some(match e {

@@ -7,7 +7,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::iface::{last_errno, IfInfo, IoError, IoErrorKind};
+use super::iface::{last_errno, poll_one, IfInfo, IoError, IoErrorKind};
 use super::offload::{prepare_super, tx_header, Offload, Segmenter, VnetHdr, VNET_HDR_LEN};
 
 /// `TPACKET_V3` of `enum tpacket_versions`.
@@ -377,26 +377,19 @@ impl Ring {
         mut f: impl FnMut(&mut [u8], Offload),
     ) -> Result<usize, IoError> {
         if !self.block_ready(self.cur) {
-            let mut pfd = libc::pollfd {
-                fd: self.fd(),
-                events: libc::POLLIN | libc::POLLERR,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, count 1.
-            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-            if r < 0 {
-                let e = last_errno();
-                if e == libc::EINTR {
-                    return Ok(0);
+            let revents = match poll_one(self.fd(), libc::POLLIN | libc::POLLERR, timeout_ms) {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(0),
+                Err(e) => {
+                    return Err(IoError::os(
+                        &self.name,
+                        "waiting for frames (poll)",
+                        CAP_RAW,
+                        e,
+                    ))
                 }
-                return Err(IoError::os(
-                    &self.name,
-                    "waiting for frames (poll)",
-                    CAP_RAW,
-                    e,
-                ));
-            }
-            if pfd.revents & libc::POLLERR != 0 {
+            };
+            if revents & libc::POLLERR != 0 {
                 self.take_socket_error()?;
             }
             if !self.block_ready(self.cur) {

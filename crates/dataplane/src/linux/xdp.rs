@@ -39,7 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::iface::{last_errno, IfInfo, IoError, IoErrorKind};
+use super::iface::{last_errno, poll_one, IfInfo, IoError, IoErrorKind};
 use super::offload::{complete_checksum, Offload, Segmenter};
 
 const CAP_BPF: &str = "CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN)";
@@ -1052,26 +1052,19 @@ impl XdpSocket {
             // With need_wakeup the driver (zero-copy) waits for a syscall before it takes
             // fill ring frames again; poll is one.
             if timeout_ms != 0 || self.fill.needs_wakeup() {
-                let mut pfd = libc::pollfd {
-                    fd: self.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd, count 1.
-                let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-                if r < 0 {
-                    let e = last_errno();
-                    if e == libc::EINTR {
-                        return Ok(0);
+                let revents = match poll_one(self.fd(), libc::POLLIN, timeout_ms) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Ok(0),
+                    Err(e) => {
+                        return Err(IoError::os(
+                            &self.name,
+                            "waiting for frames (poll)",
+                            CAP_XSK,
+                            e,
+                        ))
                     }
-                    return Err(IoError::os(
-                        &self.name,
-                        "waiting for frames (poll)",
-                        CAP_XSK,
-                        e,
-                    ));
-                }
-                if pfd.revents & libc::POLLERR != 0 {
+                };
+                if revents & libc::POLLERR != 0 {
                     self.take_socket_error()?;
                 }
             }

@@ -588,7 +588,7 @@ pub fn run(args: &Args) -> Result<()> {
     while !STOP.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if DUMP.swap(false, Ordering::Relaxed) {
-            print_table(&lock(&router));
+            print_table(&mut lock(&router), clock.now());
         }
         if RELOAD.swap(false, Ordering::Relaxed) {
             reload(&router, &clock, &args.config);
@@ -610,9 +610,9 @@ pub fn run(args: &Args) -> Result<()> {
     drop(control);
     drop(isolation);
 
-    let r = lock(&router);
+    let mut r = lock(&router);
     if !args.quiet_exit {
-        print_table(&r);
+        print_table(&mut r, clock.now());
     }
     print_summary(&r);
     let sig = SIGNAL.load(Ordering::Relaxed);
@@ -657,7 +657,11 @@ fn reload(router: &Mutex<Router>, clock: &Clock, path: &std::path::Path) {
     }
 }
 
-fn print_table(r: &Router) {
+/// The table as `conntrack -L` prints it, at `now`: expiry is lazy (an entry goes when its
+/// slot is next looked at), so entries past their time are swept first, or an idle router
+/// would list them with the time they had at its last packet.
+fn print_table(r: &mut Router, now: Time) {
+    r.firewall_mut().engine_mut().expire(now);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let conns = r.firewall().connections();

@@ -86,6 +86,30 @@ pub(crate) fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// `setsockopt(fd, level, opt, val)` for the option structs and ints packet(7) and
+/// AF_XDP take; on failure the error names the interface, `what` was being done and, for
+/// EPERM, the capability `cap` that is missing.
+pub(crate) fn set_opt<T>(
+    fd: &std::os::fd::OwnedFd,
+    name: &str,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: &T,
+    what: &str,
+    cap: &str,
+) -> Result<(), IoError> {
+    use std::os::fd::AsRawFd;
+    let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
+        .map_err(|_| IoError::new(name, IoErrorKind::Os, "socket option too large", None))?;
+    // SAFETY: val points at a live T of `len` bytes, which is the type the option expects
+    // (each caller passes the struct or int its option takes).
+    let r = unsafe { libc::setsockopt(fd.as_raw_fd(), level, opt, (val as *const T).cast(), len) };
+    if r < 0 {
+        return Err(IoError::last_os(name, what, cap));
+    }
+    Ok(())
+}
+
 /// Waits up to `timeout_ms` for `events` on one socket: `Ok(Some(revents))`, `Ok(None)`
 /// when a signal interrupted the wait (the caller returns to its loop, which checks for a
 /// stop), `Err(errno)` otherwise.

@@ -7,7 +7,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::iface::{last_errno, poll_one, IfInfo, IoError, IoErrorKind};
+use super::iface::{last_errno, poll_one, set_opt, IfInfo, IoError, IoErrorKind};
 use super::offload::{prepare_super, tx_header, Offload, Segmenter, VnetHdr, VNET_HDR_LEN};
 
 /// `TPACKET_V3` of `enum tpacket_versions`.
@@ -142,23 +142,7 @@ fn setsockopt<T>(
     what: &str,
     cap: &str,
 ) -> Result<(), IoError> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
-        .map_err(|_| IoError::new(name, IoErrorKind::Os, "socket option too large", None))?;
-    // SAFETY: val points at a live T of `len` bytes, which is the type the option expects
-    // (each caller passes the struct/int the packet(7) option takes).
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            opt,
-            (val as *const T).cast(),
-            len,
-        )
-    };
-    if r < 0 {
-        return Err(IoError::last_os(name, what, cap));
-    }
-    Ok(())
+    set_opt(fd, name, libc::SOL_PACKET, opt, val, what, cap)
 }
 
 /// Sizes of the small structs passed to the kernel, which always fit a socklen_t.

@@ -39,7 +39,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::iface::{last_errno, poll_one, IfInfo, IoError, IoErrorKind};
+use super::iface::{last_errno, poll_one, set_opt, IfInfo, IoError, IoErrorKind};
 use super::offload::{complete_checksum, Offload, Segmenter};
 
 const CAP_BPF: &str = "CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN)";
@@ -703,22 +703,7 @@ fn xsk_setsockopt<T>(
     val: &T,
     what: &str,
 ) -> Result<(), IoError> {
-    let len = libc::socklen_t::try_from(std::mem::size_of::<T>())
-        .map_err(|_| config_error(name, "socket option too large".into()))?;
-    // SAFETY: val points at a live T of `len` bytes, the type the SOL_XDP option expects.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            opt,
-            (val as *const T).cast(),
-            len,
-        )
-    };
-    if r < 0 {
-        return Err(IoError::last_os(name, what, CAP_XSK));
-    }
-    Ok(())
+    set_opt(fd, name, libc::SOL_XDP, opt, val, what, CAP_XSK)
 }
 
 impl XdpSocket {

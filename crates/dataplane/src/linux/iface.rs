@@ -110,14 +110,16 @@ pub(crate) fn set_opt<T>(
     Ok(())
 }
 
-/// Waits up to `timeout_ms` for `events` on one socket: `Ok(Some(revents))`, `Ok(None)`
-/// when a signal interrupted the wait (the caller returns to its loop, which checks for a
-/// stop), `Err(errno)` otherwise.
+/// Waits up to `timeout_ms` for `events` on one socket of interface `name`:
+/// `Ok(Some(revents))`, `Ok(None)` when a signal interrupted the wait (the caller returns to
+/// its loop, which checks for a stop).
 pub(crate) fn poll_one(
     fd: std::os::fd::RawFd,
+    name: &str,
+    cap: &str,
     events: libc::c_short,
     timeout_ms: i32,
-) -> Result<Option<libc::c_short>, i32> {
+) -> Result<Option<libc::c_short>, IoError> {
     let mut pfd = libc::pollfd {
         fd,
         events,
@@ -130,8 +132,48 @@ pub(crate) fn poll_one(
     }
     match last_errno() {
         libc::EINTR => Ok(None),
-        e => Err(e),
+        e => Err(IoError::os(name, "waiting for frames (poll)", cap, e)),
     }
+}
+
+/// An errno from a socket of interface `name`: the interface going down or away is its own
+/// kind (the caller waits for it to come back), anything else is reported with `what`.
+pub(crate) fn gone_or(name: &str, what: &str, cap: &str, e: i32) -> IoError {
+    if matches!(e, libc::ENETDOWN | libc::ENXIO | libc::ENODEV) {
+        IoError::new(
+            name,
+            IoErrorKind::InterfaceGone,
+            "the interface went down or away",
+            Some(e),
+        )
+    } else {
+        IoError::os(name, what, cap, e)
+    }
+}
+
+/// Reads and clears a socket's pending error (after poll said POLLERR).
+pub(crate) fn take_socket_error(
+    fd: std::os::fd::RawFd,
+    name: &str,
+    what: &str,
+    cap: &str,
+) -> Result<(), IoError> {
+    let mut err: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(0);
+    // SAFETY: SO_ERROR writes an int to err, whose size len gives.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 || err == 0 {
+        return Ok(());
+    }
+    Err(gone_or(name, what, cap, err))
 }
 
 /// The symbolic name of the errno values a packet router meets; others by number.

@@ -7,7 +7,9 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::iface::{last_errno, poll_one, set_opt, IfInfo, IoError, IoErrorKind};
+use super::iface::{
+    gone_or, last_errno, poll_one, set_opt, take_socket_error, IfInfo, IoError, IoErrorKind,
+};
 use super::offload::{prepare_super, tx_header, Offload, Segmenter, VnetHdr, VNET_HDR_LEN};
 
 /// `TPACKET_V3` of `enum tpacket_versions`.
@@ -361,17 +363,15 @@ impl Ring {
         mut f: impl FnMut(&mut [u8], Offload),
     ) -> Result<usize, IoError> {
         if !self.block_ready(self.cur) {
-            let revents = match poll_one(self.fd(), libc::POLLIN | libc::POLLERR, timeout_ms) {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(0),
-                Err(e) => {
-                    return Err(IoError::os(
-                        &self.name,
-                        "waiting for frames (poll)",
-                        CAP_RAW,
-                        e,
-                    ))
-                }
+            let revents = match poll_one(
+                self.fd(),
+                &self.name,
+                CAP_RAW,
+                libc::POLLIN | libc::POLLERR,
+                timeout_ms,
+            )? {
+                Some(r) => r,
+                None => return Ok(0),
             };
             if revents & libc::POLLERR != 0 {
                 self.take_socket_error()?;
@@ -395,31 +395,7 @@ impl Ring {
     }
 
     fn take_socket_error(&mut self) -> Result<(), IoError> {
-        let mut err: libc::c_int = 0;
-        let mut len = socklen_of::<libc::c_int>();
-        // SAFETY: SO_ERROR writes an int to err, whose size len gives.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 || err == 0 {
-            return Ok(());
-        }
-        let kind = match err {
-            libc::ENETDOWN | libc::ENODEV | libc::ENXIO => IoErrorKind::InterfaceGone,
-            _ => IoErrorKind::Os,
-        };
-        let what = if kind == IoErrorKind::InterfaceGone {
-            "the interface went down or away"
-        } else {
-            "packet socket error"
-        };
-        Err(IoError::new(&self.name, kind, what, Some(err)))
+        take_socket_error(self.fd(), &self.name, "packet socket error", CAP_RAW)
     }
 
     /// Delivers the frames of user-owned block `i`; returns how many were delivered.
@@ -678,16 +654,7 @@ impl Ring {
                         if sent > 0 {
                             return Ok(sent);
                         }
-                        let mut err = IoError::os(&self.name, "sending frames", CAP_RAW, e);
-                        if matches!(e, libc::ENETDOWN | libc::ENXIO | libc::ENODEV) {
-                            err = IoError::new(
-                                &self.name,
-                                IoErrorKind::InterfaceGone,
-                                "the interface went down or away",
-                                Some(e),
-                            );
-                        }
-                        return Err(err);
+                        return Err(gone_or(&self.name, "sending frames", CAP_RAW, e));
                     }
                 }
             }

@@ -39,7 +39,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use super::iface::{last_errno, poll_one, set_opt, IfInfo, IoError, IoErrorKind};
+use super::iface::{
+    gone_or, last_errno, poll_one, set_opt, take_socket_error, IfInfo, IoError, IoErrorKind,
+};
 use super::offload::{complete_checksum, Offload, Segmenter};
 
 const CAP_BPF: &str = "CAP_BPF and CAP_NET_ADMIN (or CAP_SYS_ADMIN)";
@@ -1037,18 +1039,11 @@ impl XdpSocket {
             // With need_wakeup the driver (zero-copy) waits for a syscall before it takes
             // fill ring frames again; poll is one.
             if timeout_ms != 0 || self.fill.needs_wakeup() {
-                let revents = match poll_one(self.fd(), libc::POLLIN, timeout_ms) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Ok(0),
-                    Err(e) => {
-                        return Err(IoError::os(
-                            &self.name,
-                            "waiting for frames (poll)",
-                            CAP_XSK,
-                            e,
-                        ))
-                    }
-                };
+                let revents =
+                    match poll_one(self.fd(), &self.name, CAP_XSK, libc::POLLIN, timeout_ms)? {
+                        Some(r) => r,
+                        None => return Ok(0),
+                    };
                 if revents & libc::POLLERR != 0 {
                     self.take_socket_error()?;
                 }
@@ -1101,22 +1096,7 @@ impl XdpSocket {
     }
 
     fn take_socket_error(&mut self) -> Result<(), IoError> {
-        let mut err: libc::c_int = 0;
-        let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(0);
-        // SAFETY: SO_ERROR writes an int to err, whose size len gives.
-        let r = unsafe {
-            libc::getsockopt(
-                self.fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut err as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if r < 0 || err == 0 {
-            return Ok(());
-        }
-        Err(gone_or(&self.name, "AF_XDP socket error", err))
+        take_socket_error(self.fd(), &self.name, "AF_XDP socket error", CAP_XSK)
     }
 
     /// Moves completed transmit frames back to the free list.
@@ -1168,7 +1148,7 @@ impl XdpSocket {
                         break;
                     }
                 }
-                e => return Err(gone_or(&self.name, "sending frames (sendto)", e)),
+                e => return Err(gone_or(&self.name, "sending frames (sendto)", CAP_XSK, e)),
             }
         }
         self.reclaim();
@@ -1301,19 +1281,6 @@ impl XdpSocket {
             self.stats.kernel_rx_fill_ring_empty = st.rx_fill_ring_empty_descs;
         }
         self.stats
-    }
-}
-
-fn gone_or(name: &str, what: &str, e: i32) -> IoError {
-    if matches!(e, libc::ENETDOWN | libc::ENXIO | libc::ENODEV) {
-        IoError::new(
-            name,
-            IoErrorKind::InterfaceGone,
-            "the interface went down or away",
-            Some(e),
-        )
-    } else {
-        IoError::os(name, what, CAP_XSK, e)
     }
 }
 

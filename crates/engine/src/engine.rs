@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::events::{Event, EventLog};
 use crate::frag::{First, Fragments, Later};
-use crate::nat::{NatRequest, Translation};
+use crate::nat::{Ipv4Rewrite, NatRequest, Translation};
 use crate::reason::DropReason;
 use crate::table::{
     reverse, Entry, Found, NatExt, NatReleased, Table, FORM_KEY, NAT_DST, NAT_EIM, NAT_REPORT,
@@ -356,6 +356,21 @@ impl Engine {
     pub const PREFERRED_BATCH: usize = 256;
 }
 
+/// How the packet being classified is translated. A packet of a translated connection
+/// (nearly all translated traffic) names its connection and is worked out only where asked:
+/// the fast rewrite reads the connection's record directly.
+#[derive(Clone, Copy, Debug)]
+enum Xlate {
+    /// `rw`: the rewrite, worked out while the connection's record is at hand, for an
+    /// IPv4 TCP or UDP connection without sequence translation.
+    Packet {
+        id: u32,
+        dir: u8,
+        rw: Option<Ipv4Rewrite>,
+    },
+    Built(Translation),
+}
+
 /// The sans-IO stateful inspection engine.
 pub struct Engine {
     pub(crate) cfg: Config,
@@ -370,7 +385,9 @@ pub struct Engine {
     /// The entry the packet being classified created, until the filter hook confirms it.
     pub(crate) created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
-    xlate: Option<Translation>,
+    xlate: Option<Xlate>,
+    /// With `xlate`: the connection's destination is translated.
+    xlate_dnat: bool,
     /// Datagrams whose first fragment was seen, so their later pieces can be judged.
     frags: Fragments,
     /// The connection the packet being classified belongs to (or opened).
@@ -423,6 +440,7 @@ impl Engine {
             scratch: Vec::new(),
             created: None,
             xlate: None,
+            xlate_dnat: false,
             frags: Fragments::new(hash_key),
             last: None,
             ack_behind: 0,
@@ -435,8 +453,39 @@ impl Engine {
     /// How the packet last processed is translated: `Some` when it belongs to a translated
     /// connection (or an ICMP error quotes one) and must leave rewritten. Valid until the
     /// next packet.
-    pub fn translation(&self) -> Option<&Translation> {
-        self.xlate.as_ref()
+    pub fn translation(&self) -> Option<Translation> {
+        match self.xlate.as_ref()? {
+            Xlate::Built(t) => Some(*t),
+            Xlate::Packet { id, dir, .. } => {
+                // The packet matched the tuple it arrives with exactly.
+                let k = &self.table.get(*id).key;
+                let x = self.table.ext(*id);
+                let arrived = if *dir == 0 {
+                    x.arrive_original(k)
+                } else {
+                    x.arrive_reply(k)
+                };
+                Some(Translation::packet(&arrived, k, x, usize::from(*dir)))
+            }
+        }
+    }
+
+    /// Whether the packet last processed must leave rewritten (see
+    /// [`Engine::translation`]).
+    pub fn translates(&self) -> bool {
+        self.xlate.is_some()
+    }
+
+    /// The rewrite of the packet last processed when it belongs to a translated IPv4 TCP or
+    /// UDP connection (without sequence translation): what [`Engine::translation`] gives as
+    /// [`Translation::ipv4`], read straight from the connection's record instead of built.
+    /// `None` otherwise, where `translation` has the whole story.
+    #[inline(always)]
+    pub fn ipv4_rewrite(&self) -> Option<Ipv4Rewrite> {
+        match self.xlate {
+            Some(Xlate::Packet { rw, .. }) => rw,
+            _ => None,
+        }
     }
 
     /// Checks the state table's index against its entries (every connection findable under
@@ -564,10 +613,28 @@ impl Engine {
         self.last = None;
         self.ack_behind = 0;
         let mut out = self.classify(link, data, wire_len, hint, hooks);
-        if let Some(x) = &self.xlate {
+        match &self.xlate {
+            None => {}
             // Rules see the connection as tracking does: after destination NAT.
-            x.apply_to_meta(&mut out.meta);
-            out.dnat = x.destination_nat();
+            Some(Xlate::Built(x)) => {
+                x.apply_to_meta(&mut out.meta);
+                out.dnat = x.destination_nat();
+            }
+            Some(Xlate::Packet { rw: Some(rw), .. }) => {
+                if let Some((a, p)) = rw.dst {
+                    out.meta.dst = Some(IpAddr::V4(Ipv4Addr::from(a)));
+                    if out.meta.dport.is_some() {
+                        out.meta.dport = Some(p);
+                    }
+                }
+                out.dnat = self.xlate_dnat;
+            }
+            Some(Xlate::Packet { id, dir, .. }) => {
+                let k = &self.table.get(*id).key;
+                let x = self.table.ext(*id);
+                crate::nat::packet_meta(k, x, usize::from(*dir), &mut out.meta);
+                out.dnat = x.flags & NAT_DST != 0;
+            }
         }
         out.verdict = hooks.filter(&out);
         if out.verdict == Verdict::Accept {
@@ -1046,6 +1113,12 @@ impl Engine {
     /// Removes an entry, reporting it as destroyed when events are on.
     #[inline(always)]
     fn remove_entry(&mut self, id: u32) {
+        if let Some(Xlate::Packet { id: x, .. }) = self.xlate {
+            if x == id {
+                // The packet that closed a translated connection still leaves translated.
+                self.xlate = self.translation().map(Xlate::Built);
+            }
+        }
         if let Some(log) = &mut self.events {
             log.destroy(&self.table, id, self.now_floor);
         }
@@ -1189,9 +1262,8 @@ impl Engine {
     }
 
     /// The translation of a packet of a translated connection.
-    #[inline(never)]
+    #[inline]
     fn translate_packet(&mut self, f: Found, key: &Key) -> Result<(), DropReason> {
-        let e = self.table.get(f.id);
         let x = self.table.ext(f.id);
         if f.form == FORM_KEY {
             // The connection's own tuple is what tracking sees; on the wire only a
@@ -1206,10 +1278,19 @@ impl Engine {
                 return Err(DropReason::NatBypass);
             }
         }
-        if x.flags & crate::table::NAT_SEQ != 0 {
+        let seq = x.flags & crate::table::NAT_SEQ != 0;
+        if seq {
             self.ack_behind = x.seq_delta;
         }
-        self.xlate = Some(Translation::packet(key, &e.key, x, f.dir));
+        let plain =
+            key.family == 4 && (key.proto == wire::PROTO_TCP || key.proto == wire::PROTO_UDP);
+        self.xlate_dnat = x.flags & NAT_DST != 0;
+        self.xlate = Some(Xlate::Packet {
+            id: f.id,
+            dir: u8::from(f.dir != 0),
+            rw: (plain && !seq)
+                .then(|| crate::nat::packet_ipv4(&self.table.get(f.id).key, x, f.dir)),
+        });
         Ok(())
     }
 
@@ -1232,7 +1313,12 @@ impl Engine {
             return;
         }
         let dnat = x.flags & NAT_DST != 0;
-        self.xlate = Some(Translation::error(ip, (&aq, &lq, dq), (&ae, &le), dnat));
+        self.xlate = Some(Xlate::Built(Translation::error(
+            ip,
+            (&aq, &lq, dq),
+            (&ae, &le),
+            dnat,
+        )));
     }
 
     /// Gives the connection `id` just opened the translation `req` asks for, choosing a
@@ -1253,7 +1339,7 @@ impl Engine {
                 let x = Translation::packet(&arrived, &key, &ext, 0);
                 x.apply_to_meta(&mut out.meta);
                 out.dnat = x.destination_nat();
-                self.xlate = Some(x);
+                self.xlate = Some(Xlate::Built(x));
             }
             Ok(None) => {}
             Err(r) => {

@@ -147,34 +147,80 @@ fn v4(x: Option<(Addr, u16)>) -> Option<([u8; 4], u16)> {
     x.map(|(a, p)| ([a[0], a[1], a[2], a[3]], p))
 }
 
+/// The source and destination changes of a packet of direction `dir` of the connection
+/// tracked as `key` with translation `x`: original packets arrive addressed to the
+/// untranslated destination and leave from the translated source, replies the other way
+/// round. An ICMP query's identifier goes with whichever address changes: the translated
+/// one for a request's source, the inside one otherwise.
+#[inline(always)]
+fn packet_changes(key: &Key, x: &NatExt, dir: usize) -> (Change, Change) {
+    let icmp = is_icmp(key.proto);
+    let snat = x.flags & NAT_SRC != 0;
+    let dnat = x.flags & NAT_DST != 0;
+    if dir == 0 {
+        let dport = if icmp { key.sport } else { key.dport };
+        (
+            snat.then_some((x.snat, x.snat_port)),
+            dnat.then_some((key.dst, dport)),
+        )
+    } else {
+        let sport = if icmp { key.sport } else { x.dnat_port };
+        (
+            dnat.then_some((x.dnat, sport)),
+            snat.then_some((key.src, key.sport)),
+        )
+    }
+}
+
+/// [`Translation::ipv4`] of [`Translation::packet`] for a packet of direction `dir` of an
+/// IPv4 TCP or UDP connection with translation `x`, without building the translation.
+#[inline(always)]
+pub(crate) fn packet_ipv4(key: &Key, x: &NatExt, dir: usize) -> Ipv4Rewrite {
+    let a4 = |a: &Addr| [a[0], a[1], a[2], a[3]];
+    let snat = x.flags & NAT_SRC != 0;
+    let dnat = x.flags & NAT_DST != 0;
+    let (src, dst) = if dir == 0 {
+        (
+            snat.then(|| (a4(&x.snat), x.snat_port)),
+            dnat.then(|| (a4(&key.dst), key.dport)),
+        )
+    } else {
+        (
+            dnat.then(|| (a4(&x.dnat), x.dnat_port)),
+            snat.then(|| (a4(&key.src), key.sport)),
+        )
+    };
+    let [ip_sum, l4_sum] = x.sums[dir & 1];
+    Ipv4Rewrite {
+        src,
+        dst,
+        ip_sum,
+        l4_sum,
+    }
+}
+
+/// [`Translation::apply_to_meta`] of [`Translation::packet`], without building it.
+#[inline(always)]
+pub(crate) fn packet_meta(key: &Key, x: &NatExt, dir: usize, m: &mut PacketMeta) {
+    if let (_, Some((a, p))) = packet_changes(key, x, dir) {
+        m.dst = Some(addr_to_ip(family_of(key), &a));
+        if m.dport.is_some() {
+            m.dport = Some(p);
+        }
+    }
+}
+
 impl Translation {
     /// A packet of direction `dir` that arrived as `arrived`, of the connection tracked as
     /// `key` with translation `x`: original packets arrive addressed to the untranslated
     /// destination and leave from the translated source, replies the other way round.
     #[inline]
     pub(crate) fn packet(arrived: &Key, key: &Key, x: &NatExt, dir: usize) -> Translation {
-        let icmp = is_icmp(key.proto);
-        let snat = x.flags & NAT_SRC != 0;
-        let dnat = x.flags & NAT_DST != 0;
-        // An ICMP query's identifier goes with whichever address changes: the
-        // translated one for a request's source, the inside one otherwise.
-        let (src, dst) = if dir == 0 {
-            let dport = if icmp { key.sport } else { key.dport };
-            (
-                snat.then_some((x.snat, x.snat_port)),
-                dnat.then_some((key.dst, dport)),
-            )
-        } else {
-            let sport = if icmp { key.sport } else { x.dnat_port };
-            (
-                dnat.then_some((x.dnat, sport)),
-                snat.then_some((key.src, key.sport)),
-            )
-        };
+        let (src, dst) = packet_changes(key, x, dir);
         Translation {
             dir: u8::from(dir != 0),
             error: false,
-            destination_nat: dnat,
+            destination_nat: x.flags & NAT_DST != 0,
             family: family_of(key),
             src,
             dst,

@@ -687,25 +687,34 @@ impl Table {
     /// The direction of `key` against one of an entry's translated tuples: the original
     /// direction as it arrives (addressed to the untranslated destination), or the reply
     /// direction as it arrives (addressed to the translated source).
-    #[inline(never)]
+    #[inline(always)]
     fn form_direction(&self, id: u32, form: u32, key: &Key, quoted: bool) -> Option<usize> {
         let e = &self.get(id).key;
         let x = self.ext(id);
         if e.proto != key.proto || e.family != key.family {
             return None;
         }
-        // (near end, far end) of the filed tuple, and the direction it is filed for.
-        let (near, far, dir) = if form == FORM_REPLY {
-            ((&x.snat, x.snat_port), (&e.dst, e.dport), 1)
+        // The filed tuple as the packet it is filed for carries it: the reply form is the
+        // peer sending to the translated source, the original form the inside end sending
+        // to the untranslated destination.
+        let (from, to, dir) = if form == FORM_REPLY {
+            ((&e.dst, e.dport), (&x.snat, x.snat_port), 1)
         } else {
             ((&e.src, e.sport), (&x.dnat, x.dnat_port), 0)
         };
-        // Reply form: the far end (the peer) sends to the near end (the translated
-        // source); original form: the near end sends to the far end.
-        let (from, to) = if dir == 1 { (far, near) } else { (near, far) };
-        if (&key.src, key.sport) == from && (&key.dst, key.dport) == to {
+        let same = |a: &Addr, b: &Addr| u128::from_ne_bytes(*a) == u128::from_ne_bytes(*b);
+        if key.sport == from.1
+            && key.dport == to.1
+            && same(&key.src, from.0)
+            && same(&key.dst, to.0)
+        {
             Some(dir)
-        } else if quoted && (&key.src, key.sport) == to && (&key.dst, key.dport) == from {
+        } else if quoted
+            && key.sport == to.1
+            && key.dport == from.1
+            && same(&key.src, to.0)
+            && same(&key.dst, from.0)
+        {
             Some(1 - dir)
         } else {
             None

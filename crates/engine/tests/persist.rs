@@ -628,7 +628,7 @@ fn play(engine: &mut Engine, steps: &[Step], shift: u64) -> Vec<(Outcome, Option
             if let Some(d) = s.seq_offset {
                 assert!(engine.set_seq_offset(d), "set_seq_offset");
             }
-            (o, engine.translation().copied())
+            (o, engine.translation())
         })
         .collect()
 }

@@ -810,7 +810,9 @@ impl Firewall {
         let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
         let translated = pending.is_some();
         if let Some(p) = pending {
-            self.translate(&mut d, p, data);
+            if !self.translate_plain(&mut d, &p, data) {
+                self.translate(&mut d, p, data);
+            }
         }
         if self.synact.is_some() || (translated && !self.proxied.is_empty()) {
             self.synproxy(&mut d, now, link, data, ingress);
@@ -853,37 +855,49 @@ impl Firewall {
             },
         });
         self.nat = nat;
-        let translate = d.verdict == Verdict::Accept && self.engine.translation().is_some();
+        let translate = d.verdict == Verdict::Accept && self.engine.translates();
         (d, pending.filter(|_| translate))
     }
 
-    /// Rewrites the frame `buf` as the engine's translation of it says.
-    fn translate(&mut self, d: &mut Decision, p: Pending, buf: &mut [u8]) {
-        let (Some(t), Some(nat)) = (self.engine.translation(), self.nat.as_mut()) else {
-            return;
+    /// [`Firewall::translate`] for nearly every translated packet: one of an established
+    /// IPv4 TCP or UDP connection, without IP options, not a fragment. Returns `false`,
+    /// having written nothing, for anything else.
+    #[inline(always)]
+    fn translate_plain(&mut self, d: &mut Decision, p: &Pending, buf: &mut [u8]) -> bool {
+        if p.opened.is_some() {
+            return false;
+        }
+        let Some(rw) = self.engine.ipv4_rewrite() else {
+            return false;
         };
         let at = usize::from(d.outcome.meta.link.ip_offset);
-        let ok = buf.get_mut(at..).is_some_and(|ip| {
-            if t.is_error() {
-                nat::rewrite_icmp_error_outer(
-                    ip,
-                    t.src().map(|s| s.0),
-                    t.dst().map(|d| d.0),
-                    t.quoted_src(),
-                    t.quoted_dst(),
-                )
-                .is_ok()
-            } else {
-                let moved = match t.ipv4() {
-                    Some(rw) => nat::rewrite_ipv4(ip, &rw),
-                    None => nat::rewrite_octets(ip, t.src_octets(), t.dst_octets()),
-                };
-                match (moved, t.tcp_seq()) {
-                    (Ok(()), Some((seq, ack))) => nat::rewrite_tcp_seq(ip, seq, ack).is_ok(),
-                    (r, _) => r.is_ok(),
-                }
-            }
-        });
+        let (Some(ip), Some(nat)) = (buf.get_mut(at..), self.nat.as_mut()) else {
+            return false;
+        };
+        if !nat::rewrite_ipv4_plain(ip, &rw) {
+            return false;
+        }
+        nat.rewritten += 1;
+        d.translated = true;
+        true
+    }
+
+    /// Rewrites the frame `buf` as the engine's translation of it says.
+    #[inline(never)]
+    fn translate(&mut self, d: &mut Decision, p: Pending, buf: &mut [u8]) {
+        let at = usize::from(d.outcome.meta.link.ip_offset);
+        let ok = match (self.engine.ipv4_rewrite(), buf.get_mut(at..)) {
+            // Nearly every translated packet: one of an IPv4 TCP or UDP connection.
+            (Some(rw), Some(ip)) => nat::rewrite_ipv4(ip, &rw).is_ok(),
+            (None, Some(ip)) => match self.engine.translation() {
+                Some(t) => Self::rewrite(&t, ip),
+                None => return,
+            },
+            (_, None) => false,
+        };
+        let Some(nat) = self.nat.as_mut() else {
+            return;
+        };
         if !ok {
             // Sent on untranslated it would leak the inside addresses.
             d.verdict = Verdict::Drop;
@@ -898,9 +912,33 @@ impl Firewall {
         d.translated = true;
         if let Some((a, eim)) = p.opened {
             if self.engine.nat_counters().created > p.created {
-                let leaves = t.leaves();
-                nat.opened(a.proto, a.inside, (leaves.src, leaves.sport), eim);
+                if let Some(t) = self.engine.translation() {
+                    let leaves = t.leaves();
+                    nat.opened(a.proto, a.inside, (leaves.src, leaves.sport), eim);
+                }
             }
+        }
+    }
+
+    /// Rewrites the IP packet `ip` as `t` says; whether it could.
+    fn rewrite(t: &keepstate_engine::Translation, ip: &mut [u8]) -> bool {
+        if t.is_error() {
+            return nat::rewrite_icmp_error_outer(
+                ip,
+                t.src().map(|s| s.0),
+                t.dst().map(|d| d.0),
+                t.quoted_src(),
+                t.quoted_dst(),
+            )
+            .is_ok();
+        }
+        let moved = match t.ipv4() {
+            Some(rw) => nat::rewrite_ipv4(ip, &rw),
+            None => nat::rewrite_octets(ip, t.src_octets(), t.dst_octets()),
+        };
+        match (moved, t.tcp_seq()) {
+            (Ok(()), Some((seq, ack))) => nat::rewrite_tcp_seq(ip, seq, ack).is_ok(),
+            (r, _) => r.is_ok(),
         }
     }
 

@@ -244,6 +244,7 @@ fn echo(src: Addr, dst: Addr, id: u16, seq: u16, reply: bool, payload: &[u8]) ->
 }
 
 const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
 const FIN: u8 = 0x01;
 const PSH: u8 = 0x08;
 
@@ -267,6 +268,9 @@ fn tcp(src: Addr, sport: u16, dst: Addr, dport: u16, seg: Seg, payload: &[u8]) -
     }
     if seg.flags & PSH != 0 {
         b = b.psh();
+    }
+    if seg.flags & RST != 0 {
+        b = b.rst();
     }
     if let Some(a) = seg.ack {
         b = b.ack(a);
@@ -727,6 +731,34 @@ fn source_port_kept_when_free_and_moved_on_collision() {
             }
         }
     }
+}
+
+/// A server's RST answering a SYN ends the connection there and then (netfilter: there
+/// never was one); the RST itself must still reach the LAN host translated, with valid
+/// checksums, and the outside port is free again.
+#[test]
+fn reset_answering_a_syn_is_translated_although_it_removes_the_connection() {
+    let mut r = Rig::with(Mapping::AddressAndPortDependent);
+    let host = lan_host(30);
+    let syn = Seg {
+        seq: 1000,
+        ack: None,
+        flags: SYN,
+    };
+    let sent = r.out(&tcp(host, 41_000, SERVER, 443, syn, &[]), "syn");
+    let (src, port, dst, _) = checked(&sent);
+    assert_eq!((src, dst), (WAN, SERVER));
+    assert_eq!(r.fw.engine().len(), 1);
+    let rst = Seg {
+        seq: 0,
+        ack: Some(1001),
+        flags: RST,
+    };
+    let back = r.back(&tcp(SERVER, 443, WAN, port, rst, &[]), "rst");
+    assert_eq!(checked(&back), (SERVER, 443, host, 41_000));
+    assert_eq!(tcp_numbers(&back).1, 1001);
+    assert_eq!(r.fw.engine().len(), 0, "the RST removed the connection");
+    r.fw.engine().check_table().expect("table consistent");
 }
 
 #[test]

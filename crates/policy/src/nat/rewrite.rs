@@ -494,14 +494,24 @@ fn rewrite_any(
 /// TCP or UDP only the fields are written and the two sums added; anything else (IPv4
 /// options, a fragment) takes the general path, which works the sums out itself.
 pub fn rewrite_ipv4(ip: &mut [u8], rw: &Ipv4Rewrite) -> Result<(), NatSkip> {
-    if let Some((p, ck, udp)) = plain_v4_headers(ip) {
-        write_fields(p, rw.src, rw.dst);
-        add_sum(p, 10, rw.ip_sum, false);
-        add_sum(p, ck, rw.l4_sum, udp);
+    if rewrite_ipv4_plain(ip, rw) {
         return Ok(());
     }
     let v4 = |x: Option<([u8; 4], u16)>| x.map(|(a, p)| (IpAddr::from(a), p));
     rewrite_any(ip, v4(rw.src), v4(rw.dst))
+}
+
+/// [`rewrite_ipv4`] for a plain packet (no IPv4 options, not a fragment, complete): returns
+/// `false`, having written nothing, for any other.
+#[inline(always)]
+pub fn rewrite_ipv4_plain(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
+    let Some((p, ck, udp)) = plain_v4_headers(ip) else {
+        return false;
+    };
+    write_fields(p, rw.src, rw.dst);
+    add_sum(p, 10, rw.ip_sum, false);
+    add_sum(p, ck, rw.l4_sum, udp);
+    true
 }
 
 /// The IPv4 and TCP or UDP headers of a plain packet (no options, not a fragment, complete),

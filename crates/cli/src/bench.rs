@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use keepstate_capture::Capture;
 use keepstate_engine::{Config, Engine, Packet};
 use keepstate_policy::config;
-use keepstate_policy::firewall::{Firewall, Ingress};
+use keepstate_policy::firewall::{Decision, Firewall, Frame, Ingress};
 use keepstate_policy::model::IpNet;
 
 fn flood_line(net: Option<&IpNet>, f: &FloodCount, st: &keepstate_engine::Stats) -> String {
@@ -27,11 +27,13 @@ pub struct Args {
     /// Connection table size limit (default: 4,194,304, enough for large synthetic traces).
     #[arg(long, value_name = "N", default_value_t = 4_194_304)]
     max_connections: u32,
-    /// Packets per `process_batch` call (default: what the engine prefers).
+    /// Packets per `process_batch` call (default: what the engine prefers); with
+    /// `--config`, per `Firewall::process_batch_in_place` call (1: `process_in_place` on
+    /// each packet, no look-ahead).
     #[arg(long, value_name = "N", default_value_t = keepstate_engine::Engine::PREFERRED_BATCH)]
     batch: usize,
     /// Time the whole firewall (this policy: notrack, tracking, rules, NAT) instead of the
-    /// engine alone, one packet at a time, translating frames in place as a dataplane does;
+    /// engine alone, translating frames in place as a dataplane does;
     /// each packet's ingress is the interface its source address routes to.
     #[arg(long, value_name = "POLICY.toml")]
     config: Option<PathBuf>,
@@ -137,13 +139,32 @@ pub fn run(args: &Args) -> Result<()> {
                 frames.push(frame);
                 rest = tail;
             }
+            let mut frames: Vec<Frame<'_>> = packets
+                .iter()
+                .zip(frames)
+                .map(|(p, data)| Frame {
+                    now: p.now,
+                    link: p.link,
+                    data,
+                    wire_len: p.wire_len,
+                    ingress: Ingress::Unknown,
+                })
+                .collect();
             let start = Instant::now();
             let mut accepted = 0u64;
             let mut flood = FloodCount::default();
-            for (p, frame) in packets.iter().zip(frames.iter_mut()) {
-                let d = fw.process_in_place(p.now, p.link, frame, p.wire_len, Ingress::Unknown);
+            let mut count = |d: &Decision| {
                 accepted += u64::from(d.outcome.verdict == keepstate_engine::Verdict::Accept);
                 flood.add(args.flood_from.as_ref(), &d.outcome);
+            };
+            if args.batch <= 1 {
+                for f in &mut frames {
+                    count(&fw.process_in_place(f.now, f.link, f.data, f.wire_len, f.ingress));
+                }
+            } else {
+                for chunk in frames.chunks_mut(args.batch) {
+                    fw.process_batch_in_place(chunk, |_, _, d| count(&d));
+                }
             }
             let seconds = start.elapsed().as_secs_f64();
             let extra = format!(

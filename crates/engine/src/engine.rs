@@ -350,10 +350,40 @@ fn family_code(f: Family) -> u8 {
 /// How many packets ahead `process_batch` prefetches entries (buckets twice as far).
 const PREFETCH_DISTANCE: usize = 8;
 
+/// How far ahead of the packet being classified a pipelined caller should call
+/// [`Engine::look_ahead`] (twice this) and [`Engine::prefetch`] (this): far enough for a
+/// line to arrive from memory while the packets in between are classified.
+pub const LOOKAHEAD_DISTANCE: usize = PREFETCH_DISTANCE;
+
+/// A packet's table lookup worked out ahead of its turn by [`Engine::look_ahead`], so the
+/// memory it will touch can be requested early ([`Engine::prefetch`]) and its hash is not
+/// worked out twice ([`Engine::process_ahead`]). Only the engine that made it uses it; any
+/// other ignores it, so a stale one is harmless.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lookahead {
+    hash: Option<u64>,
+    engine: u64,
+}
+
+/// Tells engines apart for [`Lookahead`].
+static ENGINES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
 impl Engine {
     /// The batch size `process_batch` works best with: long enough that the prefetch
     /// pipeline's start-up is amortised.
     pub const PREFERRED_BATCH: usize = 256;
+}
+
+/// A packet's header facts as rules see them after `rw`'s destination NAT (source NAT is
+/// applied after them).
+#[inline(always)]
+fn rewrite_meta(rw: &Ipv4Rewrite, m: &mut PacketMeta) {
+    if let Some((a, p)) = rw.dst {
+        m.dst = Some(IpAddr::V4(Ipv4Addr::from(a)));
+        if m.dport.is_some() {
+            m.dport = Some(p);
+        }
+    }
 }
 
 /// How the packet being classified is translated. A packet of a translated connection
@@ -388,6 +418,11 @@ pub struct Engine {
     xlate: Option<Xlate>,
     /// With `xlate`: the connection's destination is translated.
     xlate_dnat: bool,
+    /// Which engine this is, for [`Lookahead`].
+    instance: u64,
+    /// The packet being classified took the fast path: IPv4 without options, not a
+    /// fragment, complete, with a whole TCP or UDP header.
+    plain: bool,
     /// Datagrams whose first fragment was seen, so their later pieces can be judged.
     frags: Fragments,
     /// The connection the packet being classified belongs to (or opened).
@@ -441,6 +476,8 @@ impl Engine {
             created: None,
             xlate: None,
             xlate_dnat: false,
+            instance: ENGINES.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            plain: false,
             frags: Fragments::new(hash_key),
             last: None,
             ack_behind: 0,
@@ -477,9 +514,11 @@ impl Engine {
     }
 
     /// The rewrite of the packet last processed when it belongs to a translated IPv4 TCP or
-    /// UDP connection (without sequence translation): what [`Engine::translation`] gives as
-    /// [`Translation::ipv4`], read straight from the connection's record instead of built.
-    /// `None` otherwise, where `translation` has the whole story.
+    /// UDP connection (without sequence translation) and is plain: no IP options, not a
+    /// fragment, complete, with a whole TCP or UDP header, as the engine checked. What
+    /// [`Engine::translation`] gives as [`Translation::ipv4`], read straight from the
+    /// connection's record instead of built. `None` otherwise, where `translation` has the
+    /// whole story.
     #[inline(always)]
     pub fn ipv4_rewrite(&self) -> Option<Ipv4Rewrite> {
         match self.xlate {
@@ -593,6 +632,45 @@ impl Engine {
         self.process_hinted(now, link, data, wire_len, None, hooks)
     }
 
+    /// First stage of a pipelined lookup: works out the hash of the packet's tuple and
+    /// requests the index line it falls in. Cheap, and only reads `data`.
+    #[inline]
+    pub fn look_ahead(&self, link: LinkType, data: &[u8]) -> Lookahead {
+        let hash = wire::peek_key(link, data).map(|k| self.table.hash(&k));
+        if let Some(h) = hash {
+            self.table.prefetch(h);
+        }
+        Lookahead {
+            hash,
+            engine: self.instance,
+        }
+    }
+
+    /// Second stage, some packets later: requests the lines of the entry (and translation
+    /// record) the index line names.
+    #[inline]
+    pub fn prefetch(&self, la: Lookahead) {
+        if let (Some(h), true) = (la.hash, la.engine == self.instance) {
+            self.table.prefetch_entry(h);
+        }
+    }
+
+    /// [`Engine::process_hooked`] for a packet whose [`Lookahead`] was taken: the same
+    /// outcome, less the work the look-ahead did.
+    #[inline(always)]
+    pub fn process_ahead<H: Hooks>(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        la: Lookahead,
+        hooks: &mut H,
+    ) -> Outcome {
+        let hint = la.hash.filter(|_| la.engine == self.instance);
+        self.process_hinted(now, link, data, wire_len, hint, hooks)
+    }
+
     /// [`Engine::process_hooked`] given, optionally, the hash `process_batch` computed from
     /// the packet's peeked key (used only when the fast path takes the packet: then the key
     /// is the peeked one).
@@ -621,12 +699,7 @@ impl Engine {
                 out.dnat = x.destination_nat();
             }
             Some(Xlate::Packet { rw: Some(rw), .. }) => {
-                if let Some((a, p)) = rw.dst {
-                    out.meta.dst = Some(IpAddr::V4(Ipv4Addr::from(a)));
-                    if out.meta.dport.is_some() {
-                        out.meta.dport = Some(p);
-                    }
-                }
+                rewrite_meta(rw, &mut out.meta);
                 out.dnat = self.xlate_dnat;
             }
             Some(Xlate::Packet { id, dir, .. }) => {
@@ -749,8 +822,10 @@ impl Engine {
         hooks: &mut H,
     ) -> Outcome {
         let Some(f) = wire::parse_fast(link, data, self.cfg.verify_checksums) else {
+            self.plain = false;
             return self.classify_slow(link, data, wire_len, hooks);
         };
+        self.plain = true;
         let tcp = f.proto == PROTO_TCP;
         let meta = PacketMeta {
             link: LinkInfo {
@@ -1255,7 +1330,7 @@ impl Engine {
             log.found(f.id, e.state, e.status);
         }
         if e.status & STATUS_NAT != 0 {
-            self.translate_packet(f, key)?;
+            self.translate_packet(f)?;
         }
         self.last = Some(f.id);
         Ok(Some((f.id, f.dir)))
@@ -1263,7 +1338,7 @@ impl Engine {
 
     /// The translation of a packet of a translated connection.
     #[inline]
-    fn translate_packet(&mut self, f: Found, key: &Key) -> Result<(), DropReason> {
+    fn translate_packet(&mut self, f: Found) -> Result<(), DropReason> {
         let x = self.table.ext(f.id);
         if f.form == FORM_KEY {
             // The connection's own tuple is what tracking sees; on the wire only a
@@ -1282,8 +1357,8 @@ impl Engine {
         if seq {
             self.ack_behind = x.seq_delta;
         }
-        let plain =
-            key.family == 4 && (key.proto == wire::PROTO_TCP || key.proto == wire::PROTO_UDP);
+        // The fast path parsed only plain IPv4 TCP and UDP.
+        let plain = self.plain;
         self.xlate_dnat = x.flags & NAT_DST != 0;
         self.xlate = Some(Xlate::Packet {
             id: f.id,
@@ -1336,10 +1411,22 @@ impl Engine {
                 let arrived = self.table.get(id).key;
                 self.table.set_nat(id, key, ext);
                 self.nat_stats.created += 1;
-                let x = Translation::packet(&arrived, &key, &ext, 0);
-                x.apply_to_meta(&mut out.meta);
-                out.dnat = x.destination_nat();
-                self.xlate = Some(Xlate::Built(x));
+                out.dnat = ext.flags & NAT_DST != 0;
+                if self.plain && ext.flags & crate::table::NAT_SEQ == 0 {
+                    // As every later packet of the connection: see `translate_packet`.
+                    let rw = crate::nat::packet_ipv4(&key, &ext, 0);
+                    rewrite_meta(&rw, &mut out.meta);
+                    self.xlate_dnat = out.dnat;
+                    self.xlate = Some(Xlate::Packet {
+                        id,
+                        dir: 0,
+                        rw: Some(rw),
+                    });
+                } else {
+                    let x = Translation::packet(&arrived, &key, &ext, 0);
+                    x.apply_to_meta(&mut out.meta);
+                    self.xlate = Some(Xlate::Built(x));
+                }
             }
             Ok(None) => {}
             Err(r) => {

@@ -28,8 +28,8 @@ pub mod wire;
 
 pub use config::{Adaptive, Config, Timeouts};
 pub use engine::{
-    Admit, Conn, CtState, Direction, Engine, Hooks, L4Tuple, NatCounters, NoHooks, Outcome, Packet,
-    PacketMeta, Stats, Tuple, Verdict,
+    Admit, Conn, CtState, Direction, Engine, Hooks, L4Tuple, Lookahead, NatCounters, NoHooks,
+    Outcome, Packet, PacketMeta, Stats, Tuple, Verdict, LOOKAHEAD_DISTANCE,
 };
 pub use events::{Event, EventKind};
 pub use listing::proto_name;

@@ -178,7 +178,8 @@ impl NatExt {
         }
     }
 
-    /// Works out `sums` for the connection tracked as `k`.
+    /// Works out `sums` for the connection tracked as `k`: per direction, from the tuple
+    /// its packets arrive with to the one they leave with.
     pub(crate) fn with_sums(mut self, k: &Key) -> NatExt {
         fn word(old: [u8; 2], new: [u8; 2]) -> u64 {
             if old == new {
@@ -190,21 +191,38 @@ impl NatExt {
         fn addr(old: &Addr, new: &Addr) -> u64 {
             word([old[0], old[1]], [new[0], new[1]]) + word([old[2], old[3]], [new[2], new[3]])
         }
+        fn port(old: u16, new: u16) -> u64 {
+            word(old.to_be_bytes(), new.to_be_bytes())
+        }
         if k.family != 4 {
             return self;
         }
-        let (a0, a1) = (self.arrive_original(k), self.arrive_reply(k));
-        let forms = [(a0, reverse(&a1)), (a1, reverse(&a0))];
-        for (d, (a, l)) in forms.iter().enumerate() {
-            let ip = addr(&a.src, &l.src) + addr(&a.dst, &l.dst);
-            let ports = word(a.sport.to_be_bytes(), l.sport.to_be_bytes())
-                + word(a.dport.to_be_bytes(), l.dport.to_be_bytes());
-            if let Some(s) = self.sums.get_mut(d) {
-                *s = [
-                    crate::wire::checksum::fold(ip),
-                    crate::wire::checksum::fold(ip + ports),
-                ];
-            }
+        // The translated source and the untranslated destination.
+        let (sa, sp) = if self.flags & NAT_SRC != 0 {
+            (&self.snat, self.snat_port)
+        } else {
+            (&k.src, k.sport)
+        };
+        let (da, dp) = if self.flags & NAT_DST != 0 {
+            (&self.dnat, self.dnat_port)
+        } else {
+            (&k.dst, k.dport)
+        };
+        // Original packets arrive as k.src -> (da, dp) and leave as (sa, sp) -> k.dst;
+        // replies arrive as k.dst -> (sa, sp) and leave as (da, dp) -> k.src.
+        let ip = [
+            addr(&k.src, sa) + addr(da, &k.dst),
+            addr(&k.dst, da) + addr(sa, &k.src),
+        ];
+        let ports = [
+            port(k.sport, sp) + port(dp, k.dport),
+            port(k.dport, dp) + port(sp, k.sport),
+        ];
+        for ((s, ip), ports) in self.sums.iter_mut().zip(ip).zip(ports) {
+            *s = [
+                crate::wire::checksum::fold(ip),
+                crate::wire::checksum::fold(ip + ports),
+            ];
         }
         self
     }
@@ -611,12 +629,17 @@ impl Table {
         if let Some(bucket) = self.buckets.get(self.bucket_of(hash)) {
             let m = bucket.matches(tag);
             if m != 0 {
-                if let Some(e) = self.get_opt(bucket.id(m.trailing_zeros()) & ID_MASK) {
+                let raw = bucket.id(m.trailing_zeros());
+                if let Some(e) = self.get_opt(raw & ID_MASK) {
                     // Entries are not line-aligned: one can straddle three lines.
                     let p = e as *const Entry as *const u8;
                     prefetch_read(p);
                     prefetch_read(p.wrapping_add(64));
                     prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
+                    if !self.nat.is_empty() {
+                        // A translated connection's packet reads its record too.
+                        self.prefetch_ext(raw & ID_MASK);
+                    }
                 }
             }
         }

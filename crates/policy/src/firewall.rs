@@ -9,8 +9,8 @@ use core::net::IpAddr;
 use std::collections::HashMap;
 
 use keepstate_engine::{
-    Admit, Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, NatRequest, Outcome,
-    PacketMeta, SnatRequest, Time, Verdict as EngineVerdict,
+    Admit, Config, Conn, CtState, DropReason, Engine, Hooks, LinkType, Lookahead, NatRequest,
+    Outcome, PacketMeta, SnatRequest, Time, Verdict as EngineVerdict, LOOKAHEAD_DISTANCE,
 };
 
 use crate::antispoof;
@@ -261,6 +261,17 @@ impl<'a> Recheck<'a> {
         }
         self.rules.evaluate(&v).verdict == Verdict::Accept
     }
+}
+
+/// A frame for [`Firewall::process_batch_in_place`]: what [`Firewall::process_in_place`]
+/// takes.
+#[derive(Debug)]
+pub struct Frame<'a> {
+    pub now: Time,
+    pub link: LinkType,
+    pub data: &'a mut [u8],
+    pub wire_len: usize,
+    pub ingress: Ingress,
 }
 
 pub struct Firewall {
@@ -638,7 +649,8 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
     ) -> Decision {
-        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
+        let la = Lookahead::default();
+        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress, la);
         if let Some(p) = pending {
             let mut frame = core::mem::take(&mut self.frame);
             frame.clear();
@@ -798,7 +810,6 @@ impl Firewall {
     /// [`Firewall::process`] for a frame the caller owns, as a dataplane does: a translated
     /// frame is rewritten where it lies (`translated` says so), nothing is copied. A frame
     /// that is not accepted is left as it was.
-    #[inline(never)]
     pub fn process_in_place(
         &mut self,
         now: Time,
@@ -807,7 +818,69 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
     ) -> Decision {
-        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress);
+        self.process_ahead(now, link, data, wire_len, ingress, Lookahead::default())
+    }
+
+    /// [`Firewall::process_in_place`] for each of `frames` in order, with the same
+    /// decisions, handed to `each` (which may use the firewall, for [`Firewall::injected`]
+    /// say) frame by frame. Each frame's lookup starts a few frames ahead, so the state
+    /// table's lines arrive from memory while the frames before it are judged instead of
+    /// stalling it.
+    pub fn process_batch_in_place(
+        &mut self,
+        frames: &mut [Frame<'_>],
+        mut each: impl FnMut(&mut Firewall, usize, Decision),
+    ) {
+        const D: usize = LOOKAHEAD_DISTANCE;
+        let n = frames.len();
+        let mut ring = [Lookahead::default(); 2 * D];
+        for (slot, f) in ring.iter_mut().zip(frames.iter()) {
+            *slot = self.look_ahead(f.link, f.data);
+        }
+        for la in ring.iter().take(D.min(n)) {
+            self.prefetch(*la);
+        }
+        for j in 0..n {
+            let la = ring[j % (2 * D)];
+            if let Some(f) = frames.get(j + 2 * D) {
+                ring[j % (2 * D)] = self.look_ahead(f.link, f.data);
+            }
+            if j + D < n {
+                self.prefetch(ring[(j + D) % (2 * D)]);
+            }
+            let Some(f) = frames.get_mut(j) else {
+                break;
+            };
+            let d = self.process_ahead(f.now, f.link, f.data, f.wire_len, f.ingress, la);
+            each(self, j, d);
+        }
+    }
+
+    /// First stage of a pipelined batch (see [`Firewall::process_batch_in_place`]): the
+    /// frame's lookup hash, with its index line requested.
+    #[inline]
+    pub fn look_ahead(&self, link: LinkType, data: &[u8]) -> Lookahead {
+        self.engine.look_ahead(link, data)
+    }
+
+    /// Second stage: the connection's lines requested.
+    #[inline]
+    pub fn prefetch(&self, la: Lookahead) {
+        self.engine.prefetch(la);
+    }
+
+    /// [`Firewall::process_in_place`] for a frame whose [`Lookahead`] was taken.
+    #[inline(never)]
+    pub fn process_ahead(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &mut [u8],
+        wire_len: usize,
+        ingress: Ingress,
+        la: Lookahead,
+    ) -> Decision {
+        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress, la);
         let translated = pending.is_some();
         if let Some(p) = pending {
             if !self.translate_plain(&mut d, &p, data) {
@@ -830,6 +903,7 @@ impl Firewall {
         data: &[u8],
         wire_len: usize,
         ingress: Ingress,
+        la: Lookahead,
     ) -> (Decision, Option<Pending>) {
         if self.conns.any {
             self.conns.collect(&mut self.engine);
@@ -846,7 +920,7 @@ impl Firewall {
                 ask: None,
             }
         });
-        let d = self.judge(now, link, data, wire_len, ingress, nc.as_mut());
+        let d = self.judge(now, link, data, wire_len, ingress, la, nc.as_mut());
         let pending = nc.map(|nc| Pending {
             created,
             opened: match (nc.ask, nc.plan.and_then(|p| p.snat)) {
@@ -874,7 +948,7 @@ impl Firewall {
         let (Some(ip), Some(nat)) = (buf.get_mut(at..), self.nat.as_mut()) else {
             return false;
         };
-        if !nat::rewrite_ipv4_plain(ip, &rw) {
+        if !nat::rewrite_ipv4_parsed(ip, &rw) {
             return false;
         }
         nat.rewritten += 1;
@@ -942,6 +1016,8 @@ impl Firewall {
         }
     }
 
+    // The frame's own arguments, passed straight through from the entry points.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn judge(
         &mut self,
@@ -950,6 +1026,7 @@ impl Firewall {
         data: &[u8],
         wire_len: usize,
         ingress: Ingress,
+        la: Lookahead,
         nat: Option<&mut NatCtx<'_>>,
     ) -> Decision {
         let iface = match ingress {
@@ -987,7 +1064,7 @@ impl Firewall {
         let mut d = Decision {
             outcome: self
                 .engine
-                .process_hooked(now, link, data, wire_len, &mut ctx),
+                .process_ahead(now, link, data, wire_len, la, &mut ctx),
             verdict: Verdict::Accept,
             by: None,
             chain: None,

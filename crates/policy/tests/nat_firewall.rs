@@ -17,7 +17,7 @@ use keepstate_engine::{
     Config, Conn, CtState, Direction, DropReason, L4Tuple, LinkType, TcpState, Time, Tuple,
 };
 use keepstate_policy::config;
-use keepstate_policy::firewall::{Decision, Firewall, Ingress};
+use keepstate_policy::firewall::{Decision, Firewall, Frame, Ingress};
 use keepstate_policy::model::IfaceId;
 use keepstate_policy::ruleset::Verdict;
 
@@ -1349,4 +1349,142 @@ fn tcp_connection_through_masquerade_from_syn_to_time_wait() {
         ),
         "the connection is closing or gone: {entry:?}"
     );
+}
+
+// --- Pipelined batches ------------------------------------------------------------------
+
+/// `process_batch_in_place` looks each frame's connection up a few frames ahead; it must
+/// decide and rewrite exactly as `process_in_place` on each frame does, across batch
+/// boundaries, for connections opened, answered, translated and closed inside the
+/// look-ahead window, with stray and malformed frames between them.
+#[test]
+fn batches_decide_and_rewrite_as_single_frames_do() {
+    let mut rng = XorShift(0x5eed_ba7c);
+    let (lan, wan) = {
+        let r = Rig::with(Mapping::AddressAndPortDependent);
+        (r.lan, r.wan)
+    };
+    // (frame, arrives on the LAN): a few packets of many short connections, interleaved.
+    let mut frames: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut open: Vec<(Addr, u16, Addr, u8)> = Vec::new();
+    for i in 0..3_000u32 {
+        let pick = rng.below(10);
+        if pick < 3 || open.is_empty() {
+            let host = lan_host(10 + (rng.below(5) as u8));
+            // Few ports, so masquerade must move some of them.
+            let sport = 50_000 + rng.below(40) as u16;
+            let server = [SERVER, SERVER2, SERVER3][rng.below(3) as usize];
+            let kind = if rng.below(2) == 0 { TCP } else { UDP };
+            let first = if kind == TCP {
+                let syn = Seg {
+                    seq: 1000,
+                    ack: None,
+                    flags: SYN,
+                };
+                tcp(host, sport, server, 443, syn, &[])
+            } else {
+                udp(host, sport, server, 53, b"query")
+            };
+            frames.push((first, true));
+            open.push((host, sport, server, kind));
+        } else if pick < 8 {
+            // An answer to the WAN address at a port that may or may not be the
+            // connection's: some pass, some are unsolicited.
+            let (_, sport, server, kind) = open[rng.below(open.len() as u64) as usize];
+            let port = if rng.below(4) == 0 {
+                1024 + rng.below(60_000) as u16
+            } else {
+                sport
+            };
+            let f = if kind == TCP {
+                let synack = Seg {
+                    seq: 7000,
+                    ack: Some(1001),
+                    flags: SYN,
+                };
+                tcp(server, 443, WAN, port, synack, &[])
+            } else {
+                udp(server, 53, WAN, port, b"answer")
+            };
+            frames.push((f, false));
+        } else if pick < 9 {
+            let (host, sport, server, kind) = open[rng.below(open.len() as u64) as usize];
+            let f = if kind == TCP {
+                let ack = Seg {
+                    seq: 1001,
+                    ack: Some(7001),
+                    flags: PSH,
+                };
+                tcp(host, sport, server, 443, ack, b"data")
+            } else {
+                udp(host, sport, server, 53, b"again")
+            };
+            frames.push((f, true));
+        } else {
+            // Garbage: random bytes behind an Ethernet header, some cut short.
+            let mut f = vec![2, 0, 0, 0, 1, 1, 2, 0, 0, 0, 2, 0x23, 0x08, 0x00];
+            let n = rng.below(80) as usize;
+            f.extend(rng.bytes(n));
+            frames.push((f, i % 2 == 0));
+        }
+    }
+    let ingress = |on_lan: bool| Ingress::Arrived(if on_lan { lan } else { wan });
+    let now = Time::from_secs(1_000);
+
+    let mut single = Rig::with(Mapping::AddressAndPortDependent);
+    let mut want: Vec<(Decision, Vec<u8>)> = Vec::new();
+    for (f, on_lan) in &frames {
+        let mut buf = f.clone();
+        let len = buf.len();
+        let d =
+            single
+                .fw
+                .process_in_place(now, LinkType::Ethernet, &mut buf, len, ingress(*on_lan));
+        want.push((d, buf));
+    }
+
+    for batch in [1, 7, 64, 256] {
+        let mut batched = Rig::with(Mapping::AddressAndPortDependent);
+        let mut bufs: Vec<Vec<u8>> = frames.iter().map(|(f, _)| f.clone()).collect();
+        let mut got: Vec<Option<Decision>> = vec![None; frames.len()];
+        let mut start = 0;
+        for chunk in bufs.chunks_mut(batch) {
+            let mut batch_frames: Vec<Frame<'_>> = chunk
+                .iter_mut()
+                .zip(&frames[start..])
+                .map(|(b, (_, on_lan))| {
+                    let wire_len = b.len();
+                    Frame {
+                        now,
+                        link: LinkType::Ethernet,
+                        data: b.as_mut_slice(),
+                        wire_len,
+                        ingress: ingress(*on_lan),
+                    }
+                })
+                .collect();
+            let n = batch_frames.len();
+            batched
+                .fw
+                .process_batch_in_place(&mut batch_frames, |_, j, d| got[start + j] = Some(d));
+            start += n;
+        }
+        for (i, ((d, out), (g, b))) in want.iter().zip(got.iter().zip(&bufs)).enumerate() {
+            assert_eq!(Some(*d), *g, "batch {batch}, frame {i}: decision");
+            assert_eq!(out, b, "batch {batch}, frame {i}: bytes");
+        }
+        assert_eq!(
+            single.fw.connections().len(),
+            batched.fw.connections().len(),
+            "batch {batch}: table"
+        );
+        batched.fw.engine().check_table().expect("table consistent");
+    }
+    let translated = want.iter().filter(|(d, _)| d.translated).count();
+    let dropped = want
+        .iter()
+        .filter(|(d, _)| d.verdict == Verdict::Drop)
+        .count();
+    assert!(translated > 1_000, "the trace exercises NAT: {translated}");
+    assert!(dropped > 100, "and drops: {dropped}");
 }

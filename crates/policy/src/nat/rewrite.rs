@@ -514,6 +514,28 @@ pub fn rewrite_ipv4_plain(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
     true
 }
 
+/// [`rewrite_ipv4_plain`] for a packet known to be plain, as the engine's
+/// [`keepstate_engine::Engine::ipv4_rewrite`] is: the layout is not checked again, only the
+/// length (a UDP packet shorter than 40 bytes returns `false`, having written nothing).
+#[inline(always)]
+pub fn rewrite_ipv4_parsed(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
+    let Some(p) = ip
+        .get_mut(..IPV4_HEADER_LEN + TCP_HEADER_LEN)
+        .and_then(|p| <&mut [u8; 40]>::try_from(p).ok())
+    else {
+        return false;
+    };
+    let (ck, udp) = if p[9] == PROTO_UDP {
+        (IPV4_HEADER_LEN + 6, true)
+    } else {
+        (IPV4_HEADER_LEN + 16, false)
+    };
+    write_fields(p, rw.src, rw.dst);
+    add_sum(p, 10, rw.ip_sum, false);
+    add_sum(p, ck, rw.l4_sum, udp);
+    true
+}
+
 /// The IPv4 and TCP or UDP headers of a plain packet (no options, not a fragment, complete),
 /// with where the transport checksum lies and whether it is UDP's.
 #[inline(always)]

@@ -398,7 +398,9 @@ enum Xlate {
         dir: u8,
         rw: Option<Ipv4Rewrite>,
     },
-    Built(Translation),
+    /// Worked out in full, in `Engine::xbuilt` (kept apart so that the common case writes
+    /// a few bytes, not a whole `Translation`).
+    Built,
 }
 
 /// The sans-IO stateful inspection engine.
@@ -418,6 +420,8 @@ pub struct Engine {
     xlate: Option<Xlate>,
     /// With `xlate`: the connection's destination is translated.
     xlate_dnat: bool,
+    /// The translation, with `xlate` `Built`.
+    xbuilt: Option<Translation>,
     /// Which engine this is, for [`Lookahead`].
     instance: u64,
     /// The packet being classified took the fast path: IPv4 without options, not a
@@ -476,6 +480,7 @@ impl Engine {
             created: None,
             xlate: None,
             xlate_dnat: false,
+            xbuilt: None,
             instance: ENGINES.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             plain: false,
             frags: Fragments::new(hash_key),
@@ -492,7 +497,7 @@ impl Engine {
     /// next packet.
     pub fn translation(&self) -> Option<Translation> {
         match self.xlate.as_ref()? {
-            Xlate::Built(t) => Some(*t),
+            Xlate::Built => self.xbuilt,
             Xlate::Packet { id, dir, .. } => {
                 // The packet matched the tuple it arrives with exactly.
                 let k = &self.table.get(*id).key;
@@ -694,9 +699,11 @@ impl Engine {
         match &self.xlate {
             None => {}
             // Rules see the connection as tracking does: after destination NAT.
-            Some(Xlate::Built(x)) => {
-                x.apply_to_meta(&mut out.meta);
-                out.dnat = x.destination_nat();
+            Some(Xlate::Built) => {
+                if let Some(x) = &self.xbuilt {
+                    x.apply_to_meta(&mut out.meta);
+                    out.dnat = x.destination_nat();
+                }
             }
             Some(Xlate::Packet { rw: Some(rw), .. }) => {
                 rewrite_meta(rw, &mut out.meta);
@@ -1185,13 +1192,19 @@ impl Engine {
         self.events.as_ref().map_or(0, |l| l.lost())
     }
 
+    /// The packet being classified is translated as `t` says (not at all with `None`).
+    fn built(&mut self, t: Option<Translation>) {
+        self.xlate = t.map(|_| Xlate::Built);
+        self.xbuilt = t;
+    }
+
     /// Removes an entry, reporting it as destroyed when events are on.
     #[inline(always)]
     fn remove_entry(&mut self, id: u32) {
         if let Some(Xlate::Packet { id: x, .. }) = self.xlate {
             if x == id {
                 // The packet that closed a translated connection still leaves translated.
-                self.xlate = self.translation().map(Xlate::Built);
+                self.built(self.translation());
             }
         }
         if let Some(log) = &mut self.events {
@@ -1337,34 +1350,37 @@ impl Engine {
     }
 
     /// The translation of a packet of a translated connection.
-    #[inline]
+    #[inline(never)]
     fn translate_packet(&mut self, f: Found) -> Result<(), DropReason> {
-        let x = self.table.ext(f.id);
+        let table = &self.table;
+        let x = table.ext(f.id);
+        let flags = x.flags;
         if f.form == FORM_KEY {
             // The connection's own tuple is what tracking sees; on the wire only a
             // direction that no translation touches may carry it.
-            let legit = if f.dir == 0 {
-                x.flags & NAT_DST == 0
-            } else {
-                x.flags & NAT_SRC == 0
-            };
-            if !legit {
+            let moved = if f.dir == 0 { NAT_DST } else { NAT_SRC };
+            if flags & moved != 0 {
                 self.nat_stats.bypass += 1;
                 return Err(DropReason::NatBypass);
             }
         }
-        let seq = x.flags & crate::table::NAT_SEQ != 0;
+        let seq = flags & crate::table::NAT_SEQ != 0;
         if seq {
             self.ack_behind = x.seq_delta;
         }
         // The fast path parsed only plain IPv4 TCP and UDP.
-        let plain = self.plain;
-        self.xlate_dnat = x.flags & NAT_DST != 0;
+        let rw = if self.plain && !seq {
+            table
+                .get_opt(f.id)
+                .map(|e| crate::nat::packet_ipv4(&e.key, x, f.dir))
+        } else {
+            None
+        };
+        self.xlate_dnat = flags & NAT_DST != 0;
         self.xlate = Some(Xlate::Packet {
             id: f.id,
             dir: u8::from(f.dir != 0),
-            rw: (plain && !seq)
-                .then(|| crate::nat::packet_ipv4(&self.table.get(f.id).key, x, f.dir)),
+            rw,
         });
         Ok(())
     }
@@ -1388,7 +1404,7 @@ impl Engine {
             return;
         }
         let dnat = x.flags & NAT_DST != 0;
-        self.xlate = Some(Xlate::Built(Translation::error(
+        self.built(Some(Translation::error(
             ip,
             (&aq, &lq, dq),
             (&ae, &le),
@@ -1425,7 +1441,7 @@ impl Engine {
                 } else {
                     let x = Translation::packet(&arrived, &key, &ext, 0);
                     x.apply_to_meta(&mut out.meta);
-                    self.xlate = Some(Xlate::Built(x));
+                    self.built(Some(x));
                 }
             }
             Ok(None) => {}

@@ -499,7 +499,10 @@ impl Table {
         let c = (id >> CHUNK_SHIFT) as usize;
         if let Some(chunk) = self.nat.get(c) {
             let o = id as usize & (CHUNK - 1);
-            prefetch_read(chunk.as_ptr().wrapping_add(o).cast::<u8>());
+            // Records are not line-aligned: most straddle two lines.
+            let p = chunk.as_ptr().wrapping_add(o).cast::<u8>();
+            prefetch_read(p);
+            prefetch_read(p.wrapping_add(core::mem::size_of::<NatExt>() - 1));
         }
     }
 
@@ -659,7 +662,7 @@ impl Table {
         &mut self.chunks[c][o]
     }
 
-    fn get_opt(&self, id: u32) -> Option<&Entry> {
+    pub(crate) fn get_opt(&self, id: u32) -> Option<&Entry> {
         self.chunks
             .get((id >> CHUNK_SHIFT) as usize)?
             .get(id as usize & (CHUNK - 1))

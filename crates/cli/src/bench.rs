@@ -9,6 +9,7 @@ use keepstate_engine::{Config, Engine, Packet};
 use keepstate_policy::config;
 use keepstate_policy::firewall::{Decision, Firewall, Frame, Ingress};
 use keepstate_policy::model::IpNet;
+use keepstate_policy::ruleset::Verdict;
 
 fn flood_line(net: Option<&IpNet>, f: &FloodCount, st: &keepstate_engine::Stats) -> String {
     match net {
@@ -37,6 +38,12 @@ pub struct Args {
     /// each packet's ingress is the interface its source address routes to.
     #[arg(long, value_name = "POLICY.toml")]
     config: Option<PathBuf>,
+    /// A baseline to compare with, as `POLICY.toml:CAPTURE` (with `--config`): both are
+    /// loaded, then run in alternating slices of their traces (32 each), so that both see
+    /// the same conditions on a shared machine; prints both rates and `ratio=` (this
+    /// run's packets per second over the baseline's).
+    #[arg(long, value_name = "POLICY.toml:CAPTURE", requires = "config")]
+    against: Option<String>,
     /// Packets from this prefix are a flood (`gen synth --syn-flood` uses 100.64.0.0/10):
     /// also report how many of the other packets were dropped or found invalid
     /// (`legit_dropped=`, the target under a flood is zero) and the flood's share.
@@ -81,21 +88,11 @@ pub fn run(args: &Args) -> Result<()> {
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
+    if let (Some(against), Some(config)) = (&args.against, &args.config) {
+        return compare(args, config, against);
+    }
     let cap = Capture::open(&args.file)?;
-    let mut packets = Vec::new();
-    let mut records = cap.records();
-    for rec in records.by_ref() {
-        let rec = rec?;
-        packets.push(Packet {
-            now: rec.ts,
-            link: rec.link,
-            data: rec.data,
-            wire_len: rec.wire_len,
-        });
-    }
-    if let Some(t) = records.truncated_tail() {
-        eprintln!("keepstate: warning: {}: {t}", args.file.display());
-    }
+    let packets = load(&cap, &args.file)?;
 
     let base = Config {
         max_connections: args.max_connections,
@@ -122,34 +119,11 @@ pub fn run(args: &Args) -> Result<()> {
             )
         }
         Some(path) => {
-            let loaded = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut policy = loaded.policy;
-            policy.tracking.max_connections = Some(args.max_connections);
-            let mut fw = Firewall::new(policy, base);
+            let mut fw = firewall(path, args.max_connections, base)?;
             // A dataplane owns its frames and NAT rewrites them where they lie: give the
             // firewall writable copies, made before the clock starts.
-            let mut arena: Vec<u8> = packets
-                .iter()
-                .flat_map(|p| p.data.iter().copied())
-                .collect();
-            let mut frames: Vec<&mut [u8]> = Vec::with_capacity(packets.len());
-            let mut rest = arena.as_mut_slice();
-            for p in &packets {
-                let (frame, tail) = rest.split_at_mut(p.data.len());
-                frames.push(frame);
-                rest = tail;
-            }
-            let mut frames: Vec<Frame<'_>> = packets
-                .iter()
-                .zip(frames)
-                .map(|(p, data)| Frame {
-                    now: p.now,
-                    link: p.link,
-                    data,
-                    wire_len: p.wire_len,
-                    ingress: Ingress::Unknown,
-                })
-                .collect();
+            let mut arena = writable(&packets);
+            let mut frames = frames(&packets, &mut arena);
             let start = Instant::now();
             let mut accepted = 0u64;
             let mut flood = FloodCount::default();
@@ -187,5 +161,168 @@ pub fn run(args: &Args) -> Result<()> {
         "packets={n} seconds={seconds:.6} mpps={mpps:.3} connections={} bytes_per_connection={per_conn}{extra}",
         st.peak
     );
+    Ok(())
+}
+
+fn load<'c>(cap: &'c Capture, file: &std::path::Path) -> Result<Vec<Packet<'c>>> {
+    let mut packets = Vec::new();
+    let mut records = cap.records();
+    for rec in records.by_ref() {
+        let rec = rec?;
+        packets.push(Packet {
+            now: rec.ts,
+            link: rec.link,
+            data: rec.data,
+            wire_len: rec.wire_len,
+        });
+    }
+    if let Some(t) = records.truncated_tail() {
+        eprintln!("keepstate: warning: {}: {t}", file.display());
+    }
+    Ok(packets)
+}
+
+fn firewall(path: &std::path::Path, max_connections: u32, base: Config) -> Result<Firewall> {
+    let loaded = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut policy = loaded.policy;
+    policy.tracking.max_connections = Some(max_connections);
+    Ok(Firewall::new(policy, base))
+}
+
+/// Every packet's bytes, one after another, to be rewritten in place.
+fn writable(packets: &[Packet<'_>]) -> Vec<u8> {
+    packets
+        .iter()
+        .flat_map(|p| p.data.iter().copied())
+        .collect()
+}
+
+/// The frames `packets` become in `arena` (from [`writable`]).
+fn frames<'a>(packets: &[Packet<'_>], arena: &'a mut [u8]) -> Vec<Frame<'a>> {
+    let mut out = Vec::with_capacity(packets.len());
+    let mut rest = arena;
+    for p in packets {
+        let Some((data, tail)) = rest.split_at_mut_checked(p.data.len()) else {
+            break;
+        };
+        out.push(Frame {
+            now: p.now,
+            link: p.link,
+            data,
+            wire_len: p.wire_len,
+            ingress: Ingress::Unknown,
+        });
+        rest = tail;
+    }
+    out
+}
+
+/// One side of a comparison: a firewall, its frames and how far it has got.
+struct Side<'a> {
+    name: String,
+    fw: Firewall,
+    frames: Vec<Frame<'a>>,
+    done: usize,
+    seconds: f64,
+    accepted: u64,
+}
+
+impl Side<'_> {
+    /// Runs the frames up to `end`, timed.
+    fn run_to(&mut self, end: usize, batch: usize) {
+        let end = end.min(self.frames.len());
+        let Some(slice) = self.frames.get_mut(self.done..end) else {
+            return;
+        };
+        let mut accepted = 0u64;
+        let start = Instant::now();
+        for chunk in slice.chunks_mut(batch) {
+            self.fw.process_batch_in_place(chunk, |_, _, d| {
+                accepted += u64::from(d.verdict == Verdict::Accept);
+            });
+        }
+        self.seconds += start.elapsed().as_secs_f64();
+        self.accepted += accepted;
+        self.done = end;
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn mpps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.done as f64 / self.seconds / 1e6
+        } else {
+            0.0
+        }
+    }
+
+    fn line(&self) -> String {
+        let st = self.fw.engine().stats();
+        format!(
+            "{}: packets={} seconds={:.6} mpps={:.3} connections={} accepted={}",
+            self.name,
+            self.done,
+            self.seconds,
+            self.mpps(),
+            st.peak,
+            self.accepted
+        )
+    }
+}
+
+/// `--against`: this run and the baseline in alternating slices, each slice timed on its
+/// own, so that both meet the same noise on a shared machine.
+fn compare(args: &Args, config: &std::path::Path, against: &str) -> Result<()> {
+    const SLICES: usize = 32;
+    let Some((bconfig, bfile)) = against.split_once(':') else {
+        bail!("--against {against}: expected POLICY.toml:CAPTURE");
+    };
+    let (bconfig, bfile) = (PathBuf::from(bconfig), PathBuf::from(bfile));
+    let cap = Capture::open(&args.file)?;
+    let packets = load(&cap, &args.file)?;
+    let bcap = Capture::open(&bfile)?;
+    let bpackets = load(&bcap, &bfile)?;
+    let base = Config {
+        max_connections: args.max_connections,
+        ..crate::host::config()
+    };
+    let mut arena = writable(&packets);
+    let mut barena = writable(&bpackets);
+    let mut this = Side {
+        name: format!("{}:{}", config.display(), args.file.display()),
+        fw: firewall(config, args.max_connections, base.clone())?,
+        frames: frames(&packets, &mut arena),
+        done: 0,
+        seconds: 0.0,
+        accepted: 0,
+    };
+    let mut baseline = Side {
+        name: format!("{}:{}", bconfig.display(), bfile.display()),
+        fw: firewall(&bconfig, args.max_connections, base)?,
+        frames: frames(&bpackets, &mut barena),
+        done: 0,
+        seconds: 0.0,
+        accepted: 0,
+    };
+    for i in 1..=SLICES {
+        let a = this.frames.len() * i / SLICES;
+        let b = baseline.frames.len() * i / SLICES;
+        // Who goes first alternates, so neither always finds the caches as the other left
+        // them.
+        if i % 2 == 0 {
+            this.run_to(a, args.batch);
+            baseline.run_to(b, args.batch);
+        } else {
+            baseline.run_to(b, args.batch);
+            this.run_to(a, args.batch);
+        }
+    }
+    let ratio = if baseline.mpps() > 0.0 {
+        this.mpps() / baseline.mpps()
+    } else {
+        0.0
+    };
+    println!("baseline {}", baseline.line());
+    println!("this {}", this.line());
+    println!("ratio={ratio:.3}");
     Ok(())
 }

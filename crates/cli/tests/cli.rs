@@ -495,3 +495,59 @@ fn scans_are_logged_traced_and_counted() {
         .arg(&pcap));
     assert!(summary.contains("scans:  xmas 1  ports 1"), "{summary}");
 }
+
+/// `bench --config --against`: the masquerade benchmark against the routed one in one run,
+/// interleaved; every packet of both synthetic traces is accepted and both lines and the
+/// ratio are printed. Bad `--against` values are refused with a reason.
+#[test]
+fn bench_against_a_baseline() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (routed, masq) = (tmp("routed.pcap"), tmp("masq.pcap"));
+    for (path, extra) in [(&routed, None), (&masq, Some("203.0.113.2"))] {
+        let mut cmd = bin();
+        cmd.args(["gen", "synth", "--connections", "200", "--rounds", "3"]);
+        if let Some(a) = extra {
+            cmd.args(["--masquerade", a]);
+        }
+        let (out, _, se) = run(cmd.arg("-o").arg(path));
+        assert!(out.status.success(), "{se}");
+    }
+    let against = format!(
+        "{}:{}",
+        root.join("bench/routed.toml").display(),
+        routed.display()
+    );
+    let (out, so, se) = run(bin()
+        .arg("bench")
+        .arg("--config")
+        .arg(root.join("bench/masquerade.toml"))
+        .arg(&masq)
+        .arg("--against")
+        .arg(&against));
+    assert!(out.status.success(), "{se}");
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines.len(), 3, "{so}");
+    let packets = 200 * (3 + 2 * 3 + 3);
+    for (line, label) in lines.iter().zip(["baseline ", "this "]) {
+        assert!(line.starts_with(label), "{line}");
+        assert!(line.contains(&format!(" packets={packets} ")), "{line}");
+        assert!(line.contains(&format!(" accepted={packets}")), "{line}");
+        assert!(line.contains(" connections=200 "), "{line}");
+    }
+    let ratio: f64 = lines[2]
+        .strip_prefix("ratio=")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{so}"));
+    assert!(ratio > 0.0, "{so}");
+
+    let (out, _, se) = run(bin()
+        .arg("bench")
+        .arg("--config")
+        .arg(root.join("bench/masquerade.toml"))
+        .arg(&masq)
+        .args(["--against", "no-colon-here"]));
+    assert!(!out.status.success());
+    assert!(se.contains("expected POLICY.toml:CAPTURE"), "{se}");
+    std::fs::remove_file(&routed).ok();
+    std::fs::remove_file(&masq).ok();
+}

@@ -693,27 +693,29 @@ impl Engine {
         self.sweep_step();
         self.created = None;
         self.xlate = None;
+        self.plain = false;
         self.last = None;
         self.ack_behind = 0;
         let mut out = self.classify(link, data, wire_len, hint, hooks);
-        match &self.xlate {
-            None => {}
+        if let Some(x) = &self.xlate {
             // Rules see the connection as tracking does: after destination NAT.
-            Some(Xlate::Built) => {
-                if let Some(x) = &self.xbuilt {
-                    x.apply_to_meta(&mut out.meta);
-                    out.dnat = x.destination_nat();
+            match x {
+                Xlate::Packet { rw: Some(rw), .. } => {
+                    rewrite_meta(rw, &mut out.meta);
+                    out.dnat = self.xlate_dnat;
                 }
-            }
-            Some(Xlate::Packet { rw: Some(rw), .. }) => {
-                rewrite_meta(rw, &mut out.meta);
-                out.dnat = self.xlate_dnat;
-            }
-            Some(Xlate::Packet { id, dir, .. }) => {
-                let k = &self.table.get(*id).key;
-                let x = self.table.ext(*id);
-                crate::nat::packet_meta(k, x, usize::from(*dir), &mut out.meta);
-                out.dnat = x.flags & NAT_DST != 0;
+                Xlate::Packet { id, dir, .. } => {
+                    let k = &self.table.get(*id).key;
+                    let x = self.table.ext(*id);
+                    crate::nat::packet_meta(k, x, usize::from(*dir), &mut out.meta);
+                    out.dnat = x.flags & NAT_DST != 0;
+                }
+                Xlate::Built => {
+                    if let Some(x) = &self.xbuilt {
+                        x.apply_to_meta(&mut out.meta);
+                        out.dnat = x.destination_nat();
+                    }
+                }
             }
         }
         out.verdict = hooks.filter(&out);
@@ -829,7 +831,6 @@ impl Engine {
         hooks: &mut H,
     ) -> Outcome {
         let Some(f) = wire::parse_fast(link, data, self.cfg.verify_checksums) else {
-            self.plain = false;
             return self.classify_slow(link, data, wire_len, hooks);
         };
         self.plain = true;

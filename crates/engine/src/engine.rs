@@ -500,7 +500,7 @@ impl Engine {
             Xlate::Built => self.xbuilt,
             Xlate::Packet { id, dir, .. } => {
                 // The packet matched the tuple it arrives with exactly.
-                let k = &self.table.get(*id).key;
+                let k = &self.table.get_opt(*id)?.key;
                 let x = self.table.ext(*id);
                 let arrived = if *dir == 0 {
                     x.arrive_original(k)

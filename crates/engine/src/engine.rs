@@ -396,6 +396,8 @@ enum Xlate {
     Packet {
         id: u32,
         dir: u8,
+        /// The connection's destination is translated.
+        dnat: bool,
         rw: Option<Ipv4Rewrite>,
     },
     /// Worked out in full, in `Engine::xbuilt` (kept apart so that the common case writes
@@ -418,8 +420,6 @@ pub struct Engine {
     pub(crate) created: Option<u32>,
     /// How the packet being classified is translated, if its connection is.
     xlate: Option<Xlate>,
-    /// With `xlate`: the connection's destination is translated.
-    xlate_dnat: bool,
     /// The translation, with `xlate` `Built`.
     xbuilt: Option<Translation>,
     /// Which engine this is, for [`Lookahead`].
@@ -479,7 +479,6 @@ impl Engine {
             scratch: Vec::new(),
             created: None,
             xlate: None,
-            xlate_dnat: false,
             xbuilt: None,
             instance: ENGINES.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
             plain: false,
@@ -700,15 +699,17 @@ impl Engine {
         if let Some(x) = &self.xlate {
             // Rules see the connection as tracking does: after destination NAT.
             match x {
-                Xlate::Packet { rw: Some(rw), .. } => {
+                Xlate::Packet {
+                    rw: Some(rw), dnat, ..
+                } => {
                     rewrite_meta(rw, &mut out.meta);
-                    out.dnat = self.xlate_dnat;
+                    out.dnat = *dnat;
                 }
-                Xlate::Packet { id, dir, .. } => {
+                Xlate::Packet { id, dir, dnat, .. } => {
                     let k = &self.table.get(*id).key;
                     let x = self.table.ext(*id);
                     crate::nat::packet_meta(k, x, usize::from(*dir), &mut out.meta);
-                    out.dnat = x.flags & NAT_DST != 0;
+                    out.dnat = *dnat;
                 }
                 Xlate::Built => {
                     if let Some(x) = &self.xbuilt {
@@ -1377,10 +1378,10 @@ impl Engine {
         } else {
             None
         };
-        self.xlate_dnat = flags & NAT_DST != 0;
         self.xlate = Some(Xlate::Packet {
             id: f.id,
             dir: u8::from(f.dir != 0),
+            dnat: flags & NAT_DST != 0,
             rw,
         });
         Ok(())
@@ -1433,10 +1434,10 @@ impl Engine {
                     // As every later packet of the connection: see `translate_packet`.
                     let rw = crate::nat::packet_ipv4(&key, &ext, 0);
                     rewrite_meta(&rw, &mut out.meta);
-                    self.xlate_dnat = out.dnat;
                     self.xlate = Some(Xlate::Packet {
                         id,
                         dir: 0,
+                        dnat: out.dnat,
                         rw: Some(rw),
                     });
                 } else {

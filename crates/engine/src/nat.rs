@@ -121,7 +121,7 @@ fn ports(k: &Key, dir: u8) -> (u16, u16) {
 }
 
 /// A new address and port, where one changes.
-type Change = Option<(Addr, u16)>;
+type Change<A = Addr> = Option<(A, u16)>;
 
 /// The source and destination changes taking a packet of direction `dir` from `from` to
 /// `to`.
@@ -152,22 +152,30 @@ fn v4(x: Option<(Addr, u16)>) -> Option<([u8; 4], u16)> {
 /// untranslated destination and leave from the translated source, replies the other way
 /// round. An ICMP query's identifier goes with whichever address changes: the translated
 /// one for a request's source, the inside one otherwise.
+///
+/// `addr` takes the address as the caller wants it (the whole 16 bytes, or IPv4's four),
+/// so that no caller copies addresses it does not need.
 #[inline(always)]
-fn packet_changes(key: &Key, x: &NatExt, dir: usize) -> (Change, Change) {
+fn packet_changes<A>(
+    key: &Key,
+    x: &NatExt,
+    dir: usize,
+    addr: impl Fn(&Addr) -> A,
+) -> (Change<A>, Change<A>) {
     let icmp = is_icmp(key.proto);
     let snat = x.flags & NAT_SRC != 0;
     let dnat = x.flags & NAT_DST != 0;
     if dir == 0 {
         let dport = if icmp { key.sport } else { key.dport };
         (
-            snat.then_some((x.snat, x.snat_port)),
-            dnat.then_some((key.dst, dport)),
+            snat.then(|| (addr(&x.snat), x.snat_port)),
+            dnat.then(|| (addr(&key.dst), dport)),
         )
     } else {
         let sport = if icmp { key.sport } else { x.dnat_port };
         (
-            dnat.then_some((x.dnat, sport)),
-            snat.then_some((key.src, key.sport)),
+            dnat.then(|| (addr(&x.dnat), sport)),
+            snat.then(|| (addr(&key.src), key.sport)),
         )
     }
 }
@@ -176,20 +184,7 @@ fn packet_changes(key: &Key, x: &NatExt, dir: usize) -> (Change, Change) {
 /// IPv4 TCP or UDP connection with translation `x`, without building the translation.
 #[inline(always)]
 pub(crate) fn packet_ipv4(key: &Key, x: &NatExt, dir: usize) -> Ipv4Rewrite {
-    let a4 = |a: &Addr| [a[0], a[1], a[2], a[3]];
-    let snat = x.flags & NAT_SRC != 0;
-    let dnat = x.flags & NAT_DST != 0;
-    let (src, dst) = if dir == 0 {
-        (
-            snat.then(|| (a4(&x.snat), x.snat_port)),
-            dnat.then(|| (a4(&key.dst), key.dport)),
-        )
-    } else {
-        (
-            dnat.then(|| (a4(&x.dnat), x.dnat_port)),
-            snat.then(|| (a4(&key.src), key.sport)),
-        )
-    };
+    let (src, dst) = packet_changes(key, x, dir, |a| [a[0], a[1], a[2], a[3]]);
     let [ip_sum, l4_sum] = x.sums[dir & 1];
     Ipv4Rewrite {
         src,
@@ -202,7 +197,7 @@ pub(crate) fn packet_ipv4(key: &Key, x: &NatExt, dir: usize) -> Ipv4Rewrite {
 /// [`Translation::apply_to_meta`] of [`Translation::packet`], without building it.
 #[inline(always)]
 pub(crate) fn packet_meta(key: &Key, x: &NatExt, dir: usize, m: &mut PacketMeta) {
-    if let (_, Some((a, p))) = packet_changes(key, x, dir) {
+    if let (_, Some((a, p))) = packet_changes(key, x, dir, |a| *a) {
         m.dst = Some(addr_to_ip(family_of(key), &a));
         if m.dport.is_some() {
             m.dport = Some(p);
@@ -216,7 +211,7 @@ impl Translation {
     /// destination and leave from the translated source, replies the other way round.
     #[inline]
     pub(crate) fn packet(arrived: &Key, key: &Key, x: &NatExt, dir: usize) -> Translation {
-        let (src, dst) = packet_changes(key, x, dir);
+        let (src, dst) = packet_changes(key, x, dir, |a| *a);
         Translation {
             dir: u8::from(dir != 0),
             error: false,

@@ -7,7 +7,7 @@ use crate::nat::{Ipv4Rewrite, NatRequest, Translation};
 use crate::reason::DropReason;
 use crate::table::{
     reverse, Entry, Found, NatExt, NatReleased, Table, FORM_KEY, NAT_DST, NAT_EIM, NAT_REPORT,
-    NAT_SRC, STATUS_ASSURED, STATUS_NAT, STATUS_SEEN_REPLY,
+    NAT_SRC, STATUS_ASSURED, STATUS_NAT, STATUS_SEEN_REPLY, SWEEP_RUN,
 };
 use crate::tcp::{self, Decision, TcpState};
 use crate::time::Time;
@@ -434,6 +434,8 @@ pub struct Engine {
     /// The original side's acknowledgments of the current packet's connection are this far
     /// behind the reply side's sequence numbers (a SYN-proxied connection).
     ack_behind: u32,
+    /// Packets seen, modulo 2^32: paces the sweep.
+    sweep_tick: u32,
     /// The timeouts as configured; `cfg.timeouts` holds those in force, scaled down by
     /// adaptive timeouts while the table is filling.
     base_timeouts: crate::config::Timeouts,
@@ -485,6 +487,7 @@ impl Engine {
             frags: Fragments::new(hash_key),
             last: None,
             ack_behind: 0,
+            sweep_tick: 0,
             young: VecDeque::new(),
             nat_stats: NatCounters::default(),
             events: None,
@@ -1054,12 +1057,30 @@ impl Engine {
         self.now_ceil.saturating_add(timeout)
     }
 
-    /// Checks one entry at the sweep cursor, so expired entries are reclaimed at a steady,
-    /// bounded cost per packet instead of by a timer.
+    /// Moves the sweep cursor on by one id per packet, so expired entries are reclaimed at a
+    /// steady, bounded cost per packet instead of by a timer. The ids are checked in runs of
+    /// [`SWEEP_RUN`]: the packet count alone decides when, so a frame judged alone and the same
+    /// frame judged in a batch leave the same table.
+    #[inline(always)]
     fn sweep_step(&mut self) {
+        self.sweep_tick = self.sweep_tick.wrapping_add(1);
+        if self.sweep_tick.is_multiple_of(SWEEP_RUN) {
+            self.sweep_run();
+        }
+    }
+
+    #[inline(never)]
+    fn sweep_run(&mut self) {
         let now_s = self.now_s();
-        if let Some(id) = self.table.sweep_next() {
-            if self.table.get(id).expired(now_s) {
+        let mut dead = [0u32; SWEEP_RUN as usize];
+        let n = self.table.sweep_run(now_s, &mut dead);
+        for &id in dead.iter().take(n) {
+            // Removing one entry never frees another, but check again rather than rely on it.
+            if self
+                .table
+                .get_opt(id)
+                .is_some_and(|e| !e.is_free() && e.expired(now_s))
+            {
                 self.remove_entry(id);
                 self.stats.expired += 1;
             }

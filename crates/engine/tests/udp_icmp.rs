@@ -36,6 +36,25 @@ fn udp_unreplied_expires_after_30s() {
 }
 
 #[test]
+fn expired_entries_are_reclaimed_by_later_traffic_without_an_expire_call() {
+    let mut sim = Sim::new();
+    for i in 0..20 {
+        expect_new(&sim.eth(&udp_frame(cli(), srv(), 40_000 + i, 53, b"q")));
+    }
+    assert_eq!(sim.engine.len(), 20);
+    sim.at(31);
+    // The sweep visits one id per packet: two passes' worth of an unrelated flow's packets
+    // must have reclaimed every stale entry.
+    let other = udp_frame(v4(10, 0, 0, 2), srv(), 50_000, 123, b"ntp");
+    for _ in 0..64 {
+        sim.eth(&other);
+    }
+    assert_eq!(sim.engine.stats().expired, 20);
+    assert_eq!(sim.engine.len(), 1, "only the unrelated flow is left");
+    assert_eq!(sim.only().original.src, v4(10, 0, 0, 2));
+}
+
+#[test]
 fn udp_expired_entry_is_not_matched_by_lookup() {
     let mut sim = Sim::new();
     let q = udp_frame(cli(), srv(), 53_000, 53, b"query");

@@ -9,8 +9,8 @@
 //!   eight 32-bit entry ids. A lookup touches one bucket line and, on a tag match, one entry.
 //! - Entries live in fixed chunks of [`CHUNK`] so growth never copies the table and never
 //!   over-allocates by more than one chunk.
-//! - The hash is keyed ([`ahash`] with the caller's secret), so nobody who lacks the key can
-//!   aim connections at one bucket.
+//! - The hash is keyed with the caller's secret (two folded multiplies for IPv4 tuples,
+//!   [`ahash`] for IPv6), so nobody who lacks the key can aim connections at one bucket.
 
 use crate::wire::Addr;
 pub(crate) use crate::wire::Key;
@@ -319,18 +319,46 @@ impl Entry {
 #[derive(Clone)]
 pub(crate) struct Hashing {
     state: ahash::RandomState,
+    /// The IPv4 hash's keys (see [`Hashing::hash_v4`]).
+    v4: [u64; 4],
+}
+
+/// The high and low halves of the full 128-bit product, folded together.
+#[inline(always)]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    #[allow(clippy::cast_possible_truncation)]
+    let (hi, lo) = ((p >> 64) as u64, p as u64);
+    hi ^ lo
 }
 
 impl Hashing {
     pub(crate) fn new(key: [u64; 4]) -> Hashing {
+        // The IPv4 keys are derived from the secret rather than equal to ahash's seeds, and the
+        // final multiplier is odd so that it loses no bits.
+        let mix = |i: usize, k: u64| {
+            folded_multiply(
+                k ^ 0x243f_6a88_85a3_08d3,
+                0x9e37_79b9_7f4a_7c15 + i as u64 * 2,
+            )
+        };
         Hashing {
             state: ahash::RandomState::with_seeds(key[0], key[1], key[2], key[3]),
+            v4: [
+                mix(0, key[0]),
+                mix(1, key[1]),
+                mix(2, key[2]),
+                mix(3, key[3]) | 1,
+            ],
         }
     }
 
     /// The same value for a tuple and its reverse.
     #[inline(always)]
     pub(crate) fn hash(&self, k: &Key) -> u64 {
+        if k.family == 4 {
+            return self.hash_v4(k);
+        }
         // Big-endian integers order like the byte arrays, without a memcmp call.
         let (s, d) = (u128::from_be_bytes(k.src), u128::from_be_bytes(k.dst));
         let (a, ap, b, bp) = if (s, k.sport) <= (d, k.dport) {
@@ -348,6 +376,28 @@ impl Hashing {
                 | u64::from(k.family) << 40,
         );
         h.finish()
+    }
+
+    /// An IPv4 tuple fits in two 64-bit words (each endpoint's address and port, plus the
+    /// protocol), so it is hashed as one block the way ahash's portable path hashes each
+    /// 128-bit block (a folded multiply of the two words, each XORed with a secret key)
+    /// and finished with a second folded multiply by a secret: two multiplies where the
+    /// general path's five blocks and finish cost about 45 more instructions per packet.
+    /// Without the keys nobody can work out which tuples share a bucket.
+    #[inline(always)]
+    fn hash_v4(&self, k: &Key) -> u64 {
+        let s = u32::from_be_bytes([k.src[0], k.src[1], k.src[2], k.src[3]]);
+        let d = u32::from_be_bytes([k.dst[0], k.dst[1], k.dst[2], k.dst[3]]);
+        let (a, ap, b, bp) = if (s, k.sport) <= (d, k.dport) {
+            (s, k.sport, d, k.dport)
+        } else {
+            (d, k.dport, s, k.sport)
+        };
+        let w0 = u64::from(a) << 32 | u64::from(ap) << 16 | u64::from(k.proto);
+        let w1 = u64::from(b) << 32 | u64::from(bp) << 16;
+        let [k0, k1, k2, k3] = self.v4;
+        let m = folded_multiply(w0 ^ k0, w1 ^ k1);
+        folded_multiply(m ^ k2, k3).rotate_left((m & 63) as u32)
     }
 }
 
@@ -1147,4 +1197,70 @@ fn prefetch_read(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_key(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Key {
+        let mut k = Key {
+            family: 4,
+            proto: 6,
+            sport,
+            dport,
+            ..Key::EMPTY
+        };
+        k.src[..4].copy_from_slice(&src);
+        k.dst[..4].copy_from_slice(&dst);
+        k
+    }
+
+    #[test]
+    fn ipv4_hash_is_symmetric_and_depends_on_the_secret_and_every_field() {
+        let h = Hashing::new([1, 2, 3, 4]);
+        let k = v4_key([10, 0, 0, 2], 40_000, [203, 0, 113, 9], 443);
+        assert_eq!(h.hash(&k), h.hash(&reverse(&k)));
+        let other = Hashing::new([1, 2, 3, 5]);
+        assert_ne!(h.hash(&k), other.hash(&k));
+        let variants = [
+            v4_key([10, 0, 0, 3], 40_000, [203, 0, 113, 9], 443),
+            v4_key([10, 0, 0, 2], 40_001, [203, 0, 113, 9], 443),
+            v4_key([10, 0, 0, 2], 40_000, [203, 0, 113, 8], 443),
+            v4_key([10, 0, 0, 2], 40_000, [203, 0, 113, 9], 444),
+            Key { proto: 17, ..k },
+        ];
+        for v in variants {
+            assert_ne!(h.hash(&k), h.hash(&v), "{v:?}");
+        }
+    }
+
+    /// A scan (one source, every port of one host) and a crowd (many sources, one server)
+    /// must spread over the buckets about as evenly as random placement would.
+    #[test]
+    fn ipv4_hash_spreads_structured_tuples_over_buckets() {
+        let h = Hashing::new([0x1234, 0x5678, 0x9abc, 0xdef0]);
+        let buckets = 1usize << 12;
+        let scan = (0..65_535u16).map(|p| v4_key([198, 51, 100, 7], 61_000, [10, 0, 0, 5], p));
+        let crowd = (0..65_536u32).map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            v4_key([100, 64, c, d], 40_000, [10, 0, 0, 5], 443)
+        });
+        for (name, keys) in [
+            ("scan", scan.collect::<Vec<_>>()),
+            ("crowd", crowd.collect::<Vec<_>>()),
+        ] {
+            let mut load = vec![0u32; buckets];
+            for k in &keys {
+                let t = tag_of(h.hash(k));
+                let b = ((u64::from(t) * buckets as u64) >> 32) as usize;
+                load[b] += 1;
+            }
+            // 16 per bucket on average; random placement practically never exceeds 40.
+            let max = load.iter().copied().max().unwrap_or(0);
+            assert!(max < 40, "{name}: fullest bucket holds {max}");
+            let empty = load.iter().filter(|&&n| n == 0).count();
+            assert!(empty < 8, "{name}: {empty} empty buckets");
+        }
+    }
 }

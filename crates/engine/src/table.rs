@@ -417,11 +417,7 @@ fn tag_of(hash: u64) -> u32 {
     // The high half; values 0 and 1 are reserved for empty and deleted slots.
     #[allow(clippy::cast_possible_truncation)]
     let t = (hash >> 32) as u32;
-    if t < 2 {
-        t + 2
-    } else {
-        t
-    }
+    t.max(2)
 }
 
 #[derive(Clone, Copy)]

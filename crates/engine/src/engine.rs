@@ -1447,11 +1447,17 @@ impl Engine {
     ) {
         match self.nat_plan(id, req, hooks) {
             Ok(Some((key, ext))) => {
-                let arrived = self.table.get(id).key;
+                // The tuple the packet arrived with, needed (and copied) only off the fast path.
+                let fast = self.plain && ext.flags & crate::table::NAT_SEQ == 0;
+                let arrived = (!fast).then(|| self.table.get(id).key);
                 self.table.set_nat(id, key, ext);
                 self.nat_stats.created += 1;
                 out.dnat = ext.flags & NAT_DST != 0;
-                if self.plain && ext.flags & crate::table::NAT_SEQ == 0 {
+                if let Some(arrived) = arrived {
+                    let x = Translation::packet(&arrived, &key, &ext, 0);
+                    x.apply_to_meta(&mut out.meta);
+                    self.built(Some(x));
+                } else {
                     // As every later packet of the connection: see `translate_packet`.
                     let rw = crate::nat::packet_ipv4(&key, &ext, 0);
                     rewrite_meta(&rw, &mut out.meta);
@@ -1461,10 +1467,6 @@ impl Engine {
                         dnat: out.dnat,
                         rw: Some(rw),
                     });
-                } else {
-                    let x = Translation::packet(&arrived, &key, &ext, 0);
-                    x.apply_to_meta(&mut out.meta);
-                    self.built(Some(x));
                 }
             }
             Ok(None) => {}

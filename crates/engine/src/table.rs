@@ -887,11 +887,19 @@ impl Table {
         self.file_nat(id, &key, &ext, keep);
     }
 
+    /// Files entry `id` under the tuples [`nat_forms`] lists (the key's slot only when it is
+    /// not `filed` already), each placed as it is worked out rather than gathered first.
     fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool) {
-        for (k, form) in nat_forms(key, x).into_iter().flatten() {
-            if form != FORM_KEY || !filed {
-                self.place(self.hash(&k), id | form << FORM_SHIFT);
-            }
+        if x.keeps_key_slot() && !filed {
+            self.place(self.hash(key), id | FORM_KEY << FORM_SHIFT);
+        }
+        if x.flags & NAT_DST != 0 {
+            let k = x.arrive_original(key);
+            self.place(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
+        }
+        if x.flags & NAT_SRC != 0 {
+            let k = x.arrive_reply(key);
+            self.place(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
         }
     }
 
@@ -1024,8 +1032,32 @@ impl Table {
         for bucket in &old {
             for i in 0..SLOTS {
                 if bucket.tags[i] >= 2 {
-                    self.place_tag(bucket.tags[i], bucket.ids[i]);
+                    self.place_fresh(bucket.tags[i], bucket.ids[i]);
                 }
+            }
+        }
+    }
+
+    /// [`Table::place_tag`] into an index that has had no removals since it was built: no
+    /// deleted slots to reuse, so the first empty slot is the one.
+    #[inline(always)]
+    fn place_fresh(&mut self, tag: u32, id: u32) {
+        let n = self.buckets.len();
+        let mut b = self.bucket_of_tag(tag);
+        for _ in 0..n {
+            if let Some(bucket) = self.buckets.get_mut(b) {
+                let m = bucket.matches(TAG_EMPTY);
+                if m != 0 {
+                    let i = m.trailing_zeros() as usize % SLOTS;
+                    bucket.tags[i] = tag;
+                    bucket.ids[i] = id;
+                    self.used += 1;
+                    return;
+                }
+            }
+            b += 1;
+            if b == n {
+                b = 0;
             }
         }
     }

@@ -889,7 +889,11 @@ impl Table {
     }
 
     /// Files entry `id` under the tuples [`nat_forms`] lists (the key's slot only when it is
-    /// not `filed` already), each placed as it is worked out rather than gathered first.
+    /// not `filed` already), each placed as it is worked out rather than gathered first: the
+    /// same three conditions spelled out, because walking `nat_forms` (or a per-form helper
+    /// returning an optional key) costs about 110 instructions more per translated
+    /// connection. `Table::check` (`Engine::check_table`, run by the NAT tests) finds every
+    /// entry under each `nat_forms` tuple, so the two cannot drift apart unnoticed.
     fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool) {
         if x.keeps_key_slot() && !filed {
             self.place(self.hash(key), id | FORM_KEY << FORM_SHIFT);
@@ -1040,7 +1044,8 @@ impl Table {
     }
 
     /// [`Table::place_tag`] into an index that has had no removals since it was built: no
-    /// deleted slots to reuse, so the first empty slot is the one.
+    /// deleted slots to reuse, so the first empty slot is the one. (One routine for both,
+    /// with a flag for deleted slots, measured about 40 instructions more per connection.)
     #[inline(always)]
     fn place_fresh(&mut self, tag: u32, id: u32) {
         let n = self.buckets.len();

@@ -101,6 +101,28 @@ impl Adaptive {
 }
 
 impl Timeouts {
+    /// The shortest of them: no connection is given less time than this.
+    pub fn least(&self) -> u32 {
+        [
+            self.tcp_syn_sent,
+            self.tcp_syn_recv,
+            self.tcp_established,
+            self.tcp_fin_wait,
+            self.tcp_close_wait,
+            self.tcp_last_ack,
+            self.tcp_time_wait,
+            self.tcp_close,
+            self.tcp_unacknowledged,
+            self.udp_unreplied,
+            self.udp_stream,
+            self.icmp,
+            self.generic,
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+    }
+
     /// Every timeout times `scale`/1024, at least one second.
     pub fn scaled(&self, scale: u32) -> Timeouts {
         let s = |t: u32| {

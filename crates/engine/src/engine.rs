@@ -441,6 +441,9 @@ pub struct Engine {
     base_timeouts: crate::config::Timeouts,
     /// The table sizes between which the timeouts in force stay as they are.
     adaptive_band: (usize, usize),
+    /// The least timeout any connection can be given, whatever adaptive timeouts do: lets
+    /// the sweep pass over chunks in which nothing can have expired yet.
+    expiry_margin: u32,
     /// Entries in the order they were created (ids; some since gone or reused), at most
     /// one per table slot: where a full table looks first for one to evict.
     young: VecDeque<u32>,
@@ -469,9 +472,17 @@ impl Engine {
         table.set_release_cap(cfg.max_connections as usize);
         let base_timeouts = cfg.timeouts.clone();
         let hash_key = cfg.hash_key;
+        let least = base_timeouts.least();
+        // Adaptive timeouts scale down to one second, never below.
+        let expiry_margin = if cfg.adaptive.is_some() {
+            least.min(1)
+        } else {
+            least
+        };
         Engine {
             table,
             base_timeouts,
+            expiry_margin,
             adaptive_band: (0, 0),
             cfg,
             stats: Stats::default(),
@@ -1072,6 +1083,9 @@ impl Engine {
     #[inline(never)]
     fn sweep_run(&mut self) {
         let now_s = self.now_s();
+        if self.table.sweep_pass(now_s, self.expiry_margin) {
+            return;
+        }
         let mut dead = [0u32; SWEEP_RUN as usize];
         let n = self.table.sweep_run(now_s, &mut dead);
         for &id in dead.iter().take(n) {

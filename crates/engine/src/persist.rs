@@ -607,6 +607,8 @@ impl Engine {
         }
         let hash = self.table.hash(&key);
         let id = self.table.insert(hash, entry);
+        // A restored connection keeps what it had left, which may be less than any timeout.
+        self.table.note_expiry(id, entry.expires);
         let born = self.now_s().saturating_sub(age.saturating_add(aged));
         self.table.set_born(id, born);
         if let Some(mut x) = nat {

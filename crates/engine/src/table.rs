@@ -23,6 +23,8 @@ pub(crate) const SWEEP_RUN: u32 = 8;
 /// Entries per slab chunk.
 pub(crate) const CHUNK: usize = 4096;
 const CHUNK_SHIFT: u32 = 12;
+/// [`CHUNK`] as an id count.
+const CHUNK_IDS: u32 = 1 << CHUNK_SHIFT;
 const NIL: u32 = u32::MAX;
 
 /// An index slot's id carries, in its top two bits, which of its entry's tuples it was filed
@@ -484,6 +486,13 @@ pub(crate) struct Table {
     /// Occupied slots: one per entry, plus those address translation adds.
     filed: usize,
     sweep: u32,
+    /// Per chunk, a second no live entry in it expires before (a lower bound, not the
+    /// least): while it is in the future the sweep passes the chunk by without reading it.
+    floors: Vec<u32>,
+    /// The chunk the sweep is reading from its first id, if any, with what its floor will be.
+    scan: Scan,
+    /// A floor for a chunk allocated now: the latest `now + margin` the sweep was given.
+    fresh_floor: u32,
     hashing: Hashing,
     /// The whole second each entry was created at (of the caller's clock), in chunks
     /// parallel to `chunks`: only listings read it, so it stays off the entries' cache
@@ -503,6 +512,25 @@ pub(crate) struct Table {
     syns: Vec<IgnoredSyn>,
 }
 
+/// The sweep's progress through one chunk (see [`Table::sweep_run`]).
+#[derive(Clone, Copy)]
+struct Scan {
+    /// The chunk, or [`NIL`] when no chunk is being read from its start.
+    chunk: u32,
+    /// `now + margin` when its reading began: no expiry written since is earlier.
+    cap: u32,
+    /// The least expiry of the live entries read so far.
+    least: u32,
+}
+
+impl Scan {
+    const NONE: Scan = Scan {
+        chunk: NIL,
+        cap: 0,
+        least: u32::MAX,
+    };
+}
+
 impl Table {
     pub(crate) fn new(hashing: Hashing) -> Table {
         Table {
@@ -516,6 +544,9 @@ impl Table {
             used: 0,
             filed: 0,
             sweep: 0,
+            floors: Vec::new(),
+            scan: Scan::NONE,
+            fresh_floor: 0,
             nat: Vec::new(),
             nat_live: 0,
             released: Vec::new(),
@@ -605,6 +636,7 @@ impl Table {
             + self.born.len() * CHUNK * core::mem::size_of::<u32>()
             + self.nat.len() * CHUNK * core::mem::size_of::<NatExt>()
             + self.syns.len() * core::mem::size_of::<IgnoredSyn>()
+            + self.floors.capacity() * core::mem::size_of::<u32>()
     }
 
     /// Records the second entry `id` was created at.
@@ -943,6 +975,7 @@ impl Table {
             self.chunks
                 .push(vec![Entry::FREE; CHUNK].into_boxed_slice());
             self.born.push(vec![0; CHUNK].into_boxed_slice());
+            self.floors.push(self.fresh_floor);
         }
         let id = self.high;
         self.high += 1;
@@ -1076,6 +1109,13 @@ impl Table {
         let mut live = 0;
         for (id, e) in self.iter() {
             live += 1;
+            let floor = self.floors.get((id >> CHUNK_SHIFT) as usize).copied();
+            if floor.is_some_and(|f| e.expires < f) {
+                return Err(format!(
+                    "entry {id} expires at {}, before its chunk's floor {floor:?}",
+                    e.expires
+                ));
+            }
             let forms = if e.status & STATUS_NAT == 0 {
                 [Some((e.key, FORM_KEY)), None, None]
             } else {
@@ -1129,46 +1169,140 @@ impl Table {
         }
         let id = self.sweep;
         self.sweep += 1;
+        // The ids passed here are not folded into the chunk's floor.
+        self.scan = Scan::NONE;
         (!self.get(id).is_free()).then_some(id)
     }
 
-    /// Advances the sweep cursor over up to [`SWEEP_RUN`] ids (never past the end of a chunk
-    /// or of the ids handed out) and writes to `out` those whose entries are live and expired
-    /// at `now_s`; returns how many. Reading a run of neighbouring entries at once costs a
-    /// few instructions each, where one id per packet paid the cursor and chunk arithmetic
-    /// every time.
-    pub(crate) fn sweep_run(&mut self, now_s: u32, out: &mut [u32; SWEEP_RUN as usize]) -> usize {
-        if self.high == 0 {
-            return 0;
-        }
+    /// The sweep's cheap first step, every [`SWEEP_RUN`] packets: wraps the cursor, and
+    /// passes over the chunk it stands at the start of when that chunk's floor is still
+    /// ahead of `now_s` (see [`Table::sweep_run`]). Returns whether it did; if not, the run
+    /// is for [`Table::sweep_run`] to read.
+    #[inline(always)]
+    pub(crate) fn sweep_pass(&mut self, now_s: u32, margin: u32) -> bool {
+        self.fresh_floor = now_s.saturating_add(margin);
         if self.sweep >= self.high {
             self.sweep = 0;
         }
         let start = self.sweep;
-        let chunk_end = ((start >> CHUNK_SHIFT) + 1) << CHUNK_SHIFT;
+        if start & (CHUNK_IDS - 1) == 0
+            && self
+                .floors
+                .get((start >> CHUNK_SHIFT) as usize)
+                .is_some_and(|&f| f > now_s)
+        {
+            // The floor holds for ids handed out later too: they get expiries past it.
+            self.sweep = start.saturating_add(CHUNK_IDS);
+            return true;
+        }
+        self.high == 0
+    }
+
+    /// Reads up to [`SWEEP_RUN`] ids from the cursor on (never past the end of a chunk or of
+    /// the ids handed out), after [`Table::sweep_pass`] declined to pass them over, and
+    /// writes to `out` those whose entries are live and expired at `now_s`; returns how
+    /// many. Reading a run of neighbouring entries at once costs a few instructions each,
+    /// where one id per packet paid the cursor and chunk arithmetic every time.
+    ///
+    /// A chunk read from its first id to its last gets a floor: a second no live entry in it
+    /// expires before. `margin` is the least timeout any entry can be given, so every expiry
+    /// written after the reading began is at least `margin` past its start; the floor is the
+    /// earlier of that and the least expiry read. Until `now_s` reaches it,
+    /// [`Table::sweep_pass`] passes the chunk over without touching its entries.
+    pub(crate) fn sweep_run(&mut self, now_s: u32, out: &mut [u32; SWEEP_RUN as usize]) -> usize {
+        let start = self.sweep;
+        let c = start >> CHUNK_SHIFT;
+        let chunk_end = (c + 1) << CHUNK_SHIFT;
+        if start & (CHUNK_IDS - 1) == 0 {
+            self.scan = Scan {
+                chunk: c,
+                cap: self.fresh_floor,
+                least: u32::MAX,
+            };
+        }
         let end = start
             .saturating_add(SWEEP_RUN)
             .min(self.high)
             .min(chunk_end);
         self.sweep = end;
+        let next_read = end & (CHUNK_IDS - 1) != 0
+            || self
+                .floors
+                .get((end >> CHUNK_SHIFT) as usize)
+                .is_some_and(|&f| f <= now_s);
+        if next_read {
+            self.prefetch_run(end);
+        }
         let o = start as usize & (CHUNK - 1);
         let Some(run) = self
             .chunks
-            .get((start >> CHUNK_SHIFT) as usize)
-            .and_then(|c| c.get(o..o + (end - start) as usize))
+            .get(c as usize)
+            .and_then(|ch| ch.get(o..o + (end - start) as usize))
         else {
             return 0;
         };
         let mut n = 0;
+        let mut least = self.scan.least;
         for (id, e) in (start..).zip(run) {
-            if !e.is_free() && e.expired(now_s) {
+            if e.is_free() {
+                continue;
+            }
+            if e.expired(now_s) {
                 if let Some(slot) = out.get_mut(n) {
                     *slot = id;
                     n += 1;
                 }
+            } else {
+                least = least.min(e.expires);
+            }
+        }
+        if self.scan.chunk == c {
+            self.scan.least = least;
+            if end == chunk_end || end == self.high {
+                // Ids from `high` on are handed out later, with expiries past `cap`.
+                if let Some(f) = self.floors.get_mut(c as usize) {
+                    *f = least.min(self.scan.cap);
+                }
+                self.scan = Scan::NONE;
             }
         }
         n
+    }
+
+    /// Entry `id` was given the expiry `expires` other than as `now` plus a timeout (a
+    /// restored connection): lowers its chunk's floor to match.
+    pub(crate) fn note_expiry(&mut self, id: u32, expires: u32) {
+        let c = id >> CHUNK_SHIFT;
+        if let Some(f) = self.floors.get_mut(c as usize) {
+            *f = (*f).min(expires);
+        }
+        if self.scan.chunk == c {
+            self.scan.least = self.scan.least.min(expires);
+        }
+    }
+
+    /// Requests the lines of the run the sweep visits next, [`SWEEP_RUN`] packets from now.
+    /// Once the entries outgrow the caches, the sweep's reads are misses of their own, which
+    /// the packets' prefetches do not cover: without this the sweep measured 7% of the
+    /// throughput at 1,000,000 connections.
+    #[inline(always)]
+    fn prefetch_run(&self, start: u32) {
+        let o = start as usize & (CHUNK - 1);
+        let Some(run) = self
+            .chunks
+            .get((start >> CHUNK_SHIFT) as usize)
+            .and_then(|c| c.get(o..(o + SWEEP_RUN as usize).min(CHUNK)))
+        else {
+            return;
+        };
+        let p = run.as_ptr().cast::<u8>();
+        let bytes = core::mem::size_of_val(run);
+        let mut off = 0;
+        while off < bytes {
+            prefetch_read(p.wrapping_add(off));
+            off += 64;
+        }
+        prefetch_read(p.wrapping_add(bytes.saturating_sub(1)));
     }
 
     /// Every occupied entry with its id.

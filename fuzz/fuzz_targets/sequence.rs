@@ -40,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
             engine.expire(now);
         }
         assert!(engine.connections().count() <= MAX as usize);
+        if let Err(e) = engine.check_table() {
+            panic!("table inconsistent: {e}");
+        }
     }
     for c in engine.connections() {
         let _ = (c.tcp_state.map(|s| s.name()), c.timeout, c.packets, c.bytes);

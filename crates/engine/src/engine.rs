@@ -809,8 +809,10 @@ impl Engine {
         for &h in ring.iter().take(D.min(n)).flatten() {
             self.table.prefetch_entry(h);
         }
-        // `extend` over a slice iterator knows the exact length, so each outcome is written
-        // straight into its slot rather than built on the stack and copied by `push`.
+        // `extend` over a slice iterator knows the exact length, so there is no capacity
+        // check per outcome. Each outcome is still built on the stack and copied into its
+        // slot: writing it into the spare capacity instead saved 7 instructions a packet
+        // (of about 1,000), too little to be worth an unsafe `set_len`.
         out.extend(batch.iter().enumerate().map(|(j, p)| {
             let hint = ring[j % (2 * D)];
             if let Some(q) = batch.get(j + 2 * D) {

@@ -28,6 +28,12 @@ pub struct Args {
     /// Connection table size limit (default: 4,194,304, enough for large synthetic traces).
     #[arg(long, value_name = "N", default_value_t = 4_194_304)]
     max_connections: u32,
+    /// Set aside room for N connections before the clock starts (`Engine::reserve`; with
+    /// `--config`, the policy's `[tracking] reserve_connections`), as a router that knows
+    /// its load does when it starts. Without it the table grows from empty while it is timed:
+    /// the index is rebuilt larger as it fills and every new page of memory is a page fault.
+    #[arg(long, value_name = "N")]
+    reserve: Option<u32>,
     /// Packets per `process_batch` call (default: what the engine prefers); with
     /// `--config`, per `Firewall::process_batch_in_place` call (1: `process_in_place` on
     /// each packet, no look-ahead).
@@ -101,6 +107,9 @@ pub fn run(args: &Args) -> Result<()> {
     let (seconds, st, extra) = match &args.config {
         None => {
             let mut engine = Engine::new(base);
+            if let Some(n) = args.reserve {
+                engine.reserve(n, false);
+            }
             let mut out = Vec::with_capacity(args.batch);
             let mut flood = FloodCount::default();
             let start = Instant::now();
@@ -119,7 +128,7 @@ pub fn run(args: &Args) -> Result<()> {
             )
         }
         Some(path) => {
-            let mut fw = firewall(path, args.max_connections, base)?;
+            let mut fw = firewall(path, args, base)?;
             // A dataplane owns its frames and NAT rewrites them where they lie: give the
             // firewall writable copies, made before the clock starts.
             let mut arena = writable(&packets);
@@ -157,8 +166,11 @@ pub fn run(args: &Args) -> Result<()> {
         0.0
     };
     let per_conn = st.peak_memory.checked_div(st.peak).unwrap_or(0);
+    let reserved = args
+        .reserve
+        .map_or(String::new(), |r| format!(" reserved={r}"));
     println!(
-        "packets={n} seconds={seconds:.6} mpps={mpps:.3} connections={} bytes_per_connection={per_conn}{extra}",
+        "packets={n} seconds={seconds:.6} mpps={mpps:.3} connections={} bytes_per_connection={per_conn}{reserved}{extra}",
         st.peak
     );
     Ok(())
@@ -182,10 +194,13 @@ fn load<'c>(cap: &'c Capture, file: &std::path::Path) -> Result<Vec<Packet<'c>>>
     Ok(packets)
 }
 
-fn firewall(path: &std::path::Path, max_connections: u32, base: Config) -> Result<Firewall> {
+fn firewall(path: &std::path::Path, args: &Args, base: Config) -> Result<Firewall> {
     let loaded = config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut policy = loaded.policy;
-    policy.tracking.max_connections = Some(max_connections);
+    policy.tracking.max_connections = Some(args.max_connections);
+    if args.reserve.is_some() {
+        policy.tracking.reserve_connections = args.reserve;
+    }
     Ok(Firewall::new(policy, base))
 }
 
@@ -289,7 +304,7 @@ fn compare(args: &Args, config: &std::path::Path, against: &str) -> Result<()> {
     let mut barena = writable(&bpackets);
     let mut this = Side {
         name: format!("{}:{}", config.display(), args.file.display()),
-        fw: firewall(config, args.max_connections, base.clone())?,
+        fw: firewall(config, args, base.clone())?,
         frames: frames(&packets, &mut arena),
         done: 0,
         seconds: 0.0,
@@ -297,7 +312,7 @@ fn compare(args: &Args, config: &std::path::Path, against: &str) -> Result<()> {
     };
     let mut baseline = Side {
         name: format!("{}:{}", bconfig.display(), bfile.display()),
-        fw: firewall(&bconfig, args.max_connections, base)?,
+        fw: firewall(&bconfig, args, base)?,
         frames: frames(&bpackets, &mut barena),
         done: 0,
         seconds: 0.0,

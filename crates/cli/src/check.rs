@@ -285,6 +285,9 @@ fn tracking(out: &mut String, p: &Policy) -> std::fmt::Result {
     if let Some(n) = t.max_connections {
         parts.push(format!("max_connections {n}"));
     }
+    if let Some(n) = t.reserve_connections {
+        parts.push(format!("room reserved for {n} connections"));
+    }
     for (name, v) in [
         ("tcp_loose", t.tcp_loose),
         ("tcp_liberal", t.tcp_liberal),

@@ -183,6 +183,13 @@ fn synth_then_bench() {
     assert_eq!(fields["connections"], 300.0);
     assert!(fields["bytes_per_connection"] > 0.0);
 
+    // With the table's room set aside first: the same connections, and the line says so.
+    let (out, so, se) = run(bin().arg("bench").arg(&path).args(["--reserve", "300"]));
+    assert!(out.status.success(), "{se}");
+    let line = so.trim();
+    assert!(line.contains(" connections=300 "), "{line}");
+    assert!(line.contains(" reserved=300"), "{line}");
+
     // Every synthetic packet is valid.
     let (out, so, se) = run(bin().arg("replay").arg(&path));
     assert!(out.status.success(), "{se}");

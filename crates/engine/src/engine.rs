@@ -611,6 +611,25 @@ impl Engine {
         self.table.len() == 0
     }
 
+    /// Sets aside room for `connections` connections now (at most the table's limit): their
+    /// entries, their index slots (two each with `translated`, as a translated connection is
+    /// also filed under the tuple its replies arrive with, plus its translation record) and
+    /// their ids in the eviction queue. Growing to that many then never stops to enlarge the
+    /// index (a pause that grows with the table: about 14 ms at a million connections) or
+    /// for the system to back fresh memory page by page, and the index is never rebuilt
+    /// smaller. (The eviction queue lets go of the ids of ended connections only as it
+    /// reaches them, so under churn it can still grow, by 4 bytes an id, up to the limit.)
+    /// As netfilter sizes its hash table when it loads (`hashsize`), a router that knows its
+    /// load reserves for it at start. The entries and index are written as they are
+    /// allocated, so they are in use from then on ([`Engine::memory_bytes`] counts them).
+    /// Never shrinks anything.
+    pub fn reserve(&mut self, connections: u32, translated: bool) {
+        let n = connections.min(self.cfg.max_connections) as usize;
+        let slots = if translated { n.saturating_mul(2) } else { n };
+        self.table.reserve_room(n, slots, translated);
+        self.young.reserve(n.saturating_sub(self.young.len()));
+    }
+
     /// Bytes the state table holds (entries, index, and the eviction queue).
     pub fn memory_bytes(&self) -> usize {
         self.table.memory_bytes() + self.young.capacity() * core::mem::size_of::<u32>()

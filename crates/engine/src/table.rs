@@ -485,6 +485,8 @@ pub(crate) struct Table {
     used: usize,
     /// Occupied slots: one per entry, plus those address translation adds.
     filed: usize,
+    /// Slots set aside by [`Table::reserve_room`]: the index is never rebuilt smaller.
+    reserved_slots: usize,
     sweep: u32,
     /// Per chunk, a second no live entry in it expires before (a lower bound, not the
     /// least): while it is in the future the sweep passes the chunk by without reading it.
@@ -543,6 +545,7 @@ impl Table {
             buckets: vec![EMPTY_BUCKET; 16],
             used: 0,
             filed: 0,
+            reserved_slots: 0,
             sweep: 0,
             floors: Vec::new(),
             scan: Scan::NONE,
@@ -972,15 +975,40 @@ impl Table {
             return id;
         }
         if self.high as usize >= self.chunks.len() * CHUNK {
-            self.chunks
-                .push(vec![Entry::FREE; CHUNK].into_boxed_slice());
-            self.born.push(vec![0; CHUNK].into_boxed_slice());
-            self.floors.push(self.fresh_floor);
+            self.push_chunk();
         }
         let id = self.high;
         self.high += 1;
         *self.get_mut(id) = entry;
         id
+    }
+
+    /// Makes room for `entries` entries and `slots` index slots (`nat`: with translation
+    /// records) now, so that growing to them later neither rebuilds the index nor allocates.
+    /// The memory is written as it is allocated, so the system has backed it before the
+    /// first packet needs it. Never shrinks anything.
+    pub(crate) fn reserve_room(&mut self, entries: usize, slots: usize, nat: bool) {
+        if slots > self.reserved_slots {
+            self.reserved_slots = slots;
+            if (slots * 3 / 2).div_ceil(SLOTS) > self.buckets.len() {
+                self.rebuild(self.filed);
+            }
+        }
+        while self.chunks.len() * CHUNK < entries {
+            self.push_chunk();
+        }
+        if nat {
+            while self.nat.len() < self.chunks.len() {
+                self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
+            }
+        }
+    }
+
+    fn push_chunk(&mut self) {
+        self.chunks
+            .push(vec![Entry::FREE; CHUNK].into_boxed_slice());
+        self.born.push(vec![0; CHUNK].into_boxed_slice());
+        self.floors.push(self.fresh_floor);
     }
 
     /// Removes an entry and every index slot it is filed under.
@@ -1063,7 +1091,7 @@ impl Table {
     /// Re-sizes the index for `want` live entries at 2/3 load and drops tombstones. Entries do
     /// not move, so ids stay valid.
     fn rebuild(&mut self, want: usize) {
-        let slots = (want * 3 / 2).max(SLOTS * 16);
+        let slots = (want.max(self.reserved_slots) * 3 / 2).max(SLOTS * 16);
         let nb = slots.div_ceil(SLOTS);
         let old = core::mem::replace(&mut self.buckets, vec![EMPTY_BUCKET; nb]);
         self.used = 0;
@@ -1402,6 +1430,29 @@ mod tests {
         for v in variants {
             assert_ne!(h.hash(&k), h.hash(&v), "{v:?}");
         }
+    }
+
+    /// A rebuild to clear deleted slots, with few entries left, must not give back the room
+    /// set aside: the index stays at least as large as reserved.
+    #[test]
+    fn the_index_is_never_rebuilt_smaller_than_reserved() {
+        let mut t = Table::new(Hashing::new([1, 2, 3, 4]));
+        let small = t.buckets.len();
+        t.reserve_room(10_000, 20_000, true);
+        let reserved = t.buckets.len();
+        assert!(reserved >= 20_000 * 8 / (7 * SLOTS), "{reserved} buckets");
+        assert!(reserved > small);
+        assert_eq!(t.chunks.len(), 10_000usize.div_ceil(CHUNK));
+        assert_eq!(t.nat.len(), t.chunks.len());
+        let k = v4_key([10, 0, 0, 2], 40_000, [203, 0, 113, 9], 443);
+        let id = t.insert(t.hash(&k), Entry::new(&k));
+        t.rebuild(t.filed);
+        assert_eq!(t.buckets.len(), reserved);
+        assert_eq!(t.find(t.hash(&k), &k, false).map(|f| f.id), Some(id));
+        t.check().unwrap();
+        // Reserving less later changes nothing.
+        t.reserve_room(10, 10, false);
+        assert_eq!(t.buckets.len(), reserved);
     }
 
     /// A scan (one source, every port of one host) and a crowd (many sources, one server)

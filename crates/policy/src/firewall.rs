@@ -390,6 +390,10 @@ impl Firewall {
         };
         fw.checks_source = fw.policy.zones.iter().any(|z| z.antispoof || z.drop_bogons);
         fw.proxies = fw.policy.port_forwards.iter().any(|p| p.synproxy);
+        if let Some(n) = fw.policy.tracking.reserve_connections {
+            // With NAT configured any connection may be translated: room for each to be.
+            fw.engine.reserve(n, nat.is_some());
+        }
         fw.nat = nat;
         fw
     }

@@ -467,6 +467,10 @@ impl Default for Defaults {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tracking {
     pub max_connections: Option<u32>,
+    /// Connections to set aside room for when the firewall starts (see
+    /// [`keepstate_engine::Engine::reserve`]): netfilter's `hashsize`, as a count of
+    /// connections.
+    pub reserve_connections: Option<u32>,
     /// Netfilter's defaults unless the file sets them.
     pub timeouts: Timeouts,
     pub tcp_loose: Option<bool>,

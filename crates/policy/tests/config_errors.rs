@@ -1138,3 +1138,22 @@ fn one_to_one_needs_one_zone_and_matching_families() {
     assert_eq!(p.one_to_one.len(), 1);
     assert!(p.uses_nat());
 }
+
+#[test]
+fn reserve_connections_is_read_and_kept_within_the_limit() {
+    let text = format!("{BASE}[tracking]\nreserve_connections = 50000\n");
+    let loaded = parse(&text).unwrap();
+    assert_eq!(loaded.policy.tracking.reserve_connections, Some(50_000));
+    error_at(
+        "[tracking]\nmax_connections = 1000\nreserve_connections = 5000\n",
+        3,
+        23,
+        "`reserve_connections` (5000) is above `max_connections` (1000)",
+    );
+    error_at(
+        "[tracking]\nreserve_connections = -1\n",
+        2,
+        23,
+        "`reserve_connections` is out of range: expected a whole number from 0 to 4294967295",
+    );
+}

@@ -1488,3 +1488,39 @@ fn batches_decide_and_rewrite_as_single_frames_do() {
     assert!(translated > 1_000, "the trace exercises NAT: {translated}");
     assert!(dropped > 100, "and drops: {dropped}");
 }
+
+#[test]
+fn reserved_room_takes_translated_connections_without_growing() {
+    const N: u16 = 3_000;
+    let reserve = format!("[tracking]\nreserve_connections = {N}\n");
+    let mut reserved = Rig::new(&policy(Mapping::AddressAndPortDependent, None, &reserve));
+    let mut plain = Rig::with(Mapping::AddressAndPortDependent);
+    let room = reserved.fw.engine().memory_bytes();
+    let start = plain.fw.engine().memory_bytes();
+    assert!(
+        room > usize::from(N) * (104 + 52),
+        "room for entries and translation records: {room} bytes"
+    );
+    for i in 0..N {
+        let host = lan_host(10 + (i % 100) as u8);
+        let sport = 20_000 + i;
+        let query = udp(host, sport, SERVER, 53, b"query");
+        let out = reserved.out(&query, "query");
+        assert_eq!(out, plain.out(&query, "query"), "translated alike");
+        let (_, port, _, _) = checked(&out);
+        let answer = udp(SERVER, 53, WAN, port, b"answer");
+        let back = reserved.back(&answer, "answer");
+        assert_eq!(back, plain.back(&answer, "answer"));
+    }
+    assert_eq!(reserved.fw.connections().len(), usize::from(N));
+    assert_eq!(
+        reserved.fw.engine().memory_bytes(),
+        room,
+        "nothing allocated after the reservation"
+    );
+    assert!(
+        plain.fw.engine().memory_bytes() > start,
+        "the other table grew"
+    );
+    reserved.fw.engine().check_table().unwrap();
+}

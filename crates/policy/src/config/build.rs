@@ -52,6 +52,7 @@ const DEFAULTS_FIELDS: &[&str] = &[
 ];
 const TRACKING_FIELDS: &[&str] = &[
     "max_connections",
+    "reserve_connections",
     "tcp_loose",
     "tcp_liberal",
     "verify_checksums",
@@ -740,6 +741,19 @@ fn tracking(cx: &mut Cx, sec: Section, t: &mut Tracking) {
         t.max_connections = cx
             .integer(v, "max_connections", 1, i128::from(u32::MAX))
             .and_then(|n| u32::try_from(n).ok());
+    }
+    if let Some(v) = sec.get("reserve_connections") {
+        t.reserve_connections = cx
+            .integer(v, "reserve_connections", 0, i128::from(u32::MAX))
+            .and_then(|n| u32::try_from(n).ok());
+        if let (Some(r), Some(m)) = (t.reserve_connections, t.max_connections) {
+            if r > m {
+                cx.error(
+                    v.span().start,
+                    format!("`reserve_connections` ({r}) is above `max_connections` ({m})"),
+                );
+            }
+        }
     }
     t.tcp_loose = bool_field(cx, sec, "tcp_loose");
     t.tcp_liberal = bool_field(cx, sec, "tcp_liberal");

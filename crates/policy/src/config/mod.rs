@@ -6,7 +6,8 @@
 //! ```toml
 //! [defaults]                      # drop_invalid, accept_established, reject_limit,
 //!                                 # log_limit, nat_ports, input/output/forward for zones
-//! [tracking]                      # max_connections, tcp_loose, tcp_liberal, verify_checksums
+//! [tracking]                      # max_connections, reserve_connections, tcp_loose,
+//!                                 # tcp_liberal, verify_checksums, adaptive_start/end
 //! [tracking.timeouts]             # seconds, named as keepstate_engine::Timeouts' fields
 //! [[interface]]                   # name, zone, address, routes, default_route, gateway,
 //!                                 # ifindex, mac

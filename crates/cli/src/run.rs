@@ -530,7 +530,14 @@ pub fn run(args: &Args) -> Result<()> {
             })
         })
         .collect();
+    let reserve = policy.tracking.reserve_connections;
     let fw = Firewall::new(policy, crate::host::config());
+    if let Some(n) = reserve {
+        eprintln!(
+            "keepstate: room reserved for {n} connections: the table holds {} MiB",
+            fw.engine().memory_bytes() >> 20
+        );
+    }
     let router = Arc::new(Mutex::new(Router::new(fw, RouterConfig::new(ports))));
     let clock = Arc::new(Clock(Instant::now()));
     let last_tick = Arc::new(Mutex::new(clock.now()));

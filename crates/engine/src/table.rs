@@ -897,11 +897,11 @@ impl Table {
 
     /// Gives entry `id` a translation: re-files it under `key` (the connection as tracking
     /// sees it from now on) and under the tuples its packets arrive with.
-    pub(crate) fn set_nat(&mut self, id: u32, key: Key, ext: NatExt) {
+    pub(crate) fn set_nat(&mut self, id: u32, key: &Key, ext: &NatExt) {
         self.reserve(3);
         let old = self.get(id).key;
         // Source NAT alone leaves the key as it is: its slot stays.
-        let keep = old == key && ext.keeps_key_slot();
+        let keep = old == *key && ext.keeps_key_slot();
         if !keep {
             self.unplace(self.hash(&old), id);
         }
@@ -914,13 +914,13 @@ impl Table {
             .get_mut(c)
             .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
         {
-            *slot = ext;
+            *slot = *ext;
         }
         let e = self.get_mut(id);
-        e.key = key;
+        e.key = *key;
         e.status |= STATUS_NAT;
         self.nat_live += 1;
-        self.file_nat(id, &key, &ext, keep);
+        self.file_nat(id, key, ext, keep);
     }
 
     /// Files entry `id` under the tuples [`nat_forms`] lists (the key's slot only when it is

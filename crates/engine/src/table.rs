@@ -415,6 +415,11 @@ impl BuildHasherExt for ahash::RandomState {
     }
 }
 
+/// Buckets for an index of `want` live slots at 2/3 load (never fewer than 16).
+fn buckets_for(want: usize) -> usize {
+    (want * 3 / 2).max(SLOTS * 16).div_ceil(SLOTS)
+}
+
 #[inline(always)]
 fn tag_of(hash: u64) -> u32 {
     // The high half; values 0 and 1 are reserved for empty and deleted slots.
@@ -906,9 +911,7 @@ impl Table {
             self.unplace(self.hash(&old), id);
         }
         let c = (id >> CHUNK_SHIFT) as usize;
-        while self.nat.len() <= c {
-            self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
-        }
+        self.grow_nat(c + 1);
         if let Some(slot) = self
             .nat
             .get_mut(c)
@@ -990,7 +993,7 @@ impl Table {
     pub(crate) fn reserve_room(&mut self, entries: usize, slots: usize, nat: bool) {
         if slots > self.reserved_slots {
             self.reserved_slots = slots;
-            if (slots * 3 / 2).div_ceil(SLOTS) > self.buckets.len() {
+            if buckets_for(slots) > self.buckets.len() {
                 self.rebuild(self.filed);
             }
         }
@@ -998,9 +1001,14 @@ impl Table {
             self.push_chunk();
         }
         if nat {
-            while self.nat.len() < self.chunks.len() {
-                self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
-            }
+            self.grow_nat(self.chunks.len());
+        }
+    }
+
+    /// Translation records for the first `chunks` chunks of ids.
+    fn grow_nat(&mut self, chunks: usize) {
+        while self.nat.len() < chunks {
+            self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
         }
     }
 
@@ -1091,8 +1099,7 @@ impl Table {
     /// Re-sizes the index for `want` live entries at 2/3 load and drops tombstones. Entries do
     /// not move, so ids stay valid.
     fn rebuild(&mut self, want: usize) {
-        let slots = (want.max(self.reserved_slots) * 3 / 2).max(SLOTS * 16);
-        let nb = slots.div_ceil(SLOTS);
+        let nb = buckets_for(want.max(self.reserved_slots));
         let old = core::mem::replace(&mut self.buckets, vec![EMPTY_BUCKET; nb]);
         self.used = 0;
         for bucket in &old {

@@ -1527,8 +1527,9 @@ impl Engine {
         ext: &mut NatExt,
     ) -> Result<bool, DropReason> {
         let exhausted = DropReason::NatPortsExhausted;
-        let mut m = self.table.get(id).key;
-        let mut x = NatExt::NONE;
+        // Worked out in the caller's places; `ext` comes in as `NatExt::NONE`.
+        let (m, x) = (key, ext);
+        *m = self.table.get(id).key;
         let icmp = m.proto == PROTO_ICMP || m.proto == PROTO_ICMPV6;
         if let Some((addr, port)) = req.dnat {
             let (fam, a) = wire::addr_of(addr).ok_or(exhausted)?;
@@ -1547,7 +1548,7 @@ impl Engine {
         }
         let mut snat = req.snat;
         let mut forced = false;
-        if x.flags & NAT_DST != 0 && snat.is_none() && self.table.in_use(&m) {
+        if x.flags & NAT_DST != 0 && snat.is_none() && self.table.in_use(m) {
             // Another connection already has this tuple (one client reaching one server
             // through two forwards): move the source port, as netfilter's implicit source
             // binding does.
@@ -1566,7 +1567,7 @@ impl Engine {
                 return Err(exhausted);
             }
             let port = self
-                .pick_port(&m, sa, s, req.ports, forced, hooks)
+                .pick_port(m, sa, s, req.ports, forced, hooks)
                 .ok_or(exhausted)?;
             if (sa, port) != (m.src, m.sport) {
                 x.snat = sa;
@@ -1583,8 +1584,7 @@ impl Engine {
         if x.flags == 0 {
             return Ok(false);
         }
-        *ext = x.with_sums(&m);
-        *key = m;
+        x.fill_sums(m);
         Ok(true)
     }
 

@@ -356,7 +356,7 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
     }
     let flags = f.u8(104);
     let nat = if status & STATUS_NAT != 0 {
-        let x = NatExt {
+        let mut x = NatExt {
             snat: f.bytes(116),
             dnat: f.bytes(132),
             snat_port: f.u16(106),
@@ -366,7 +366,8 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
             seq_delta: f.u32(112),
         };
         check_nat(&key, &x)?;
-        Some(x.with_sums(&key))
+        x.fill_sums(&key);
+        Some(x)
     } else if flags != 0 {
         return Err("a translation on a connection marked untranslated".into());
     } else {

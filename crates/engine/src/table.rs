@@ -185,23 +185,19 @@ impl NatExt {
     }
 
     /// Works out `sums` for the connection tracked as `k`: per direction, from the tuple
-    /// its packets arrive with to the one they leave with.
-    pub(crate) fn with_sums(mut self, k: &Key) -> NatExt {
-        fn word(old: [u8; 2], new: [u8; 2]) -> u64 {
-            if old == new {
-                0
-            } else {
-                u64::from(!u16::from_be_bytes(old)) + u64::from(u16::from_be_bytes(new))
-            }
+    /// its packets arrive with to the one they leave with. Runs once per translated
+    /// connection.
+    pub(crate) fn fill_sums(&mut self, k: &Key) {
+        /// The sum of an IPv4 address's two 16-bit words.
+        fn words(a: &Addr) -> u64 {
+            u64::from(u16::from_be_bytes([a[0], a[1]]))
+                + u64::from(u16::from_be_bytes([a[2], a[3]]))
         }
-        fn addr(old: &Addr, new: &Addr) -> u64 {
-            word([old[0], old[1]], [new[0], new[1]]) + word([old[2], old[3]], [new[2], new[3]])
-        }
-        fn port(old: u16, new: u16) -> u64 {
-            word(old.to_be_bytes(), new.to_be_bytes())
+        fn v4(a: &Addr) -> [u8; 4] {
+            [a[0], a[1], a[2], a[3]]
         }
         if k.family != 4 {
-            return self;
+            return;
         }
         // The translated source and the untranslated destination.
         let (sa, sp) = if self.flags & NAT_SRC != 0 {
@@ -215,22 +211,42 @@ impl NatExt {
             (&k.dst, k.dport)
         };
         // Original packets arrive as k.src -> (da, dp) and leave as (sa, sp) -> k.dst;
-        // replies arrive as k.dst -> (sa, sp) and leave as (da, dp) -> k.src.
-        let ip = [
-            addr(&k.src, sa) + addr(da, &k.dst),
-            addr(&k.dst, da) + addr(sa, &k.src),
-        ];
+        // replies arrive as k.dst -> (sa, sp) and leave as (da, dp) -> k.src. RFC 1624's
+        // `~m + m'` is summed over every word, changed or not: an unchanged word adds 0xffff,
+        // which is zero to a one's-complement sum, so the folded sums equal those over the
+        // changed words alone, except that nothing changed at all must give 0 (nothing to
+        // add), not 0xffff. The constants keep each total from going below zero.
+        let (s, d, a, b) = (words(&k.src), words(&k.dst), words(sa), words(da));
+        let ip = [4 * 0xffff + a + d - s - b, 4 * 0xffff + b + s - d - a];
+        let (ks, kd, ts, td) = (
+            u64::from(k.sport),
+            u64::from(k.dport),
+            u64::from(sp),
+            u64::from(dp),
+        );
         let ports = [
-            port(k.sport, sp) + port(dp, k.dport),
-            port(k.dport, dp) + port(sp, k.sport),
+            2 * 0xffff + ts + kd - ks - td,
+            2 * 0xffff + td + ks - kd - ts,
         ];
-        for ((s, ip), ports) in self.sums.iter_mut().zip(ip).zip(ports) {
-            *s = [
-                crate::wire::checksum::fold(ip),
-                crate::wire::checksum::fold(ip + ports),
+        let ip_same = v4(sa) == v4(&k.src) && v4(da) == v4(&k.dst);
+        let ports_same = sp == k.sport && dp == k.dport;
+        // Every total is below 2^20, so two folding steps leave 16 bits.
+        let fold = |t: u64| {
+            let t = (t & 0xffff) + (t >> 16);
+            #[allow(clippy::cast_possible_truncation)]
+            let f = ((t & 0xffff) + (t >> 16)) as u16;
+            f
+        };
+        for (sums, (ip, ports)) in self.sums.iter_mut().zip(ip.into_iter().zip(ports)) {
+            *sums = [
+                if ip_same { 0 } else { fold(ip) },
+                if ip_same && ports_same {
+                    0
+                } else {
+                    fold(ip + ports)
+                },
             ];
         }
-        self
     }
 
     /// Whether the entry's own key is filed too: not when both ends are translated (NAT
@@ -1436,6 +1452,99 @@ mod tests {
         ];
         for v in variants {
             assert_ne!(h.hash(&k), h.hash(&v), "{v:?}");
+        }
+    }
+
+    /// `fill_sums` sums `~m + m'` over every word at once (RFC 1624 eqn. 3 applied to whole
+    /// fields); the reference adds it only for the words that change. The two must agree in
+    /// one's-complement arithmetic (modulo 0xffff, where 0xffff is zero), and a sum must be 0,
+    /// leaving the checksum alone, exactly when nothing it covers changes. Few distinct words
+    /// are used, so that old and new words often coincide.
+    #[test]
+    fn nat_sums_match_rfc1624_word_by_word() {
+        fn reference(k: &Key, x: &NatExt) -> [[u16; 2]; 2] {
+            let word = |old: u16, new: u16| {
+                if old == new {
+                    0
+                } else {
+                    u64::from(!old) + u64::from(new)
+                }
+            };
+            let addr = |old: &Addr, new: &Addr| {
+                word(
+                    u16::from_be_bytes([old[0], old[1]]),
+                    u16::from_be_bytes([new[0], new[1]]),
+                ) + word(
+                    u16::from_be_bytes([old[2], old[3]]),
+                    u16::from_be_bytes([new[2], new[3]]),
+                )
+            };
+            let (sa, sp) = if x.flags & NAT_SRC != 0 {
+                (&x.snat, x.snat_port)
+            } else {
+                (&k.src, k.sport)
+            };
+            let (da, dp) = if x.flags & NAT_DST != 0 {
+                (&x.dnat, x.dnat_port)
+            } else {
+                (&k.dst, k.dport)
+            };
+            let ip = [
+                addr(&k.src, sa) + addr(da, &k.dst),
+                addr(&k.dst, da) + addr(sa, &k.src),
+            ];
+            let ports = [
+                word(k.sport, sp) + word(dp, k.dport),
+                word(k.dport, dp) + word(sp, k.sport),
+            ];
+            [0, 1].map(|d| {
+                [
+                    crate::wire::checksum::fold(ip[d]),
+                    crate::wire::checksum::fold(ip[d] + ports[d]),
+                ]
+            })
+        }
+        let words = [0u16, 1, 0x7fff, 0x8000, 0xfffe, 0xffff, 0x0a00, 0xcb00];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut pick = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            words[usize::from(seed.to_le_bytes()[0] & 7)]
+        };
+        for _ in 0..20_000 {
+            let mut a = || {
+                let (h, l) = (pick().to_be_bytes(), pick().to_be_bytes());
+                [h[0], h[1], l[0], l[1]]
+            };
+            let (src, dst, snat, dnat) = (a(), a(), a(), a());
+            let k = v4_key(src, pick(), dst, pick());
+            let mut x = NatExt::NONE;
+            x.flags = [NAT_SRC, NAT_DST, NAT_SRC | NAT_DST][usize::from(pick() % 3)];
+            x.snat[..4].copy_from_slice(&snat);
+            x.dnat[..4].copy_from_slice(&dnat);
+            x.snat_port = pick();
+            x.dnat_port = pick();
+            let want = reference(&k, &x);
+            let (sa, sp) = if x.flags & NAT_SRC != 0 {
+                (snat, x.snat_port)
+            } else {
+                (src, k.sport)
+            };
+            let (da, dp) = if x.flags & NAT_DST != 0 {
+                (dnat, x.dnat_port)
+            } else {
+                (dst, k.dport)
+            };
+            let ip_same = sa == src && da == dst;
+            let all_same = ip_same && sp == k.sport && dp == k.dport;
+            x.fill_sums(&k);
+            for (got, want) in x.sums.iter().zip(want) {
+                assert_eq!(got[0] % 0xffff, want[0] % 0xffff, "{k:?} {x:?}");
+                assert_eq!(got[1] % 0xffff, want[1] % 0xffff, "{k:?} {x:?}");
+                assert_eq!(got[0] == 0, ip_same, "{k:?} {x:?}");
+                assert_eq!(got[1] == 0, all_same, "{k:?} {x:?}");
+            }
         }
     }
 

@@ -213,9 +213,9 @@ impl NatExt {
         // Original packets arrive as k.src -> (da, dp) and leave as (sa, sp) -> k.dst;
         // replies arrive as k.dst -> (sa, sp) and leave as (da, dp) -> k.src. RFC 1624's
         // `~m + m'` is summed over every word, changed or not: an unchanged word adds 0xffff,
-        // which is zero to a one's-complement sum, so the folded sums equal those over the
-        // changed words alone, except that nothing changed at all must give 0 (nothing to
-        // add), not 0xffff. The constants keep each total from going below zero.
+        // which is zero to a one's-complement sum, so the sums agree (modulo 0xffff) with
+        // those over the changed words alone. Only a part where nothing changed must give 0
+        // (nothing to add) rather than 0xffff. The constants keep each total above zero.
         let (s, d, a, b) = (words(&k.src), words(&k.dst), words(sa), words(da));
         let ip = [4 * 0xffff + a + d - s - b, 4 * 0xffff + b + s - d - a];
         let (ks, kd, ts, td) = (

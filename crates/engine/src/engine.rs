@@ -352,7 +352,9 @@ const PREFETCH_DISTANCE: usize = 8;
 
 /// How far ahead of the packet being classified a pipelined caller should call
 /// [`Engine::look_ahead`] (twice this) and [`Engine::prefetch`] (this): far enough for a
-/// line to arrive from memory while the packets in between are classified.
+/// line to arrive from memory while the packets in between are classified by the engine
+/// alone. A caller doing more per packet covers the same time in fewer packets, and a
+/// shorter window holds fewer lines in the cache: the policy's firewall uses half.
 pub const LOOKAHEAD_DISTANCE: usize = PREFETCH_DISTANCE;
 
 /// A packet's table lookup worked out ahead of its turn by [`Engine::look_ahead`], so the

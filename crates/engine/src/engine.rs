@@ -3,7 +3,7 @@
 use crate::config::Config;
 use crate::events::{Event, EventLog};
 use crate::frag::{First, Fragments, Later};
-use crate::nat::{Ipv4Rewrite, NatRequest, Translation};
+use crate::nat::{Ipv4Rewrite, NatRequest, RowRewrite, Translation};
 use crate::reason::DropReason;
 use crate::table::{
     reverse, Entry, Found, NatExt, NatReleased, Table, FORM_KEY, NAT_DST, NAT_EIM, NAT_REPORT,
@@ -376,31 +376,19 @@ impl Engine {
     pub const PREFERRED_BATCH: usize = 256;
 }
 
-/// A packet's header facts as rules see them after `rw`'s destination NAT (source NAT is
-/// applied after them).
-#[inline(always)]
-fn rewrite_meta(rw: &Ipv4Rewrite, m: &mut PacketMeta) {
-    if let Some((a, p)) = rw.dst {
-        m.dst = Some(IpAddr::V4(Ipv4Addr::from(a)));
-        if m.dport.is_some() {
-            m.dport = Some(p);
-        }
-    }
-}
-
 /// How the packet being classified is translated. A packet of a translated connection
 /// (nearly all translated traffic) names its connection and is worked out only where asked:
 /// the fast rewrite reads the connection's record directly.
 #[derive(Clone, Copy, Debug)]
 enum Xlate {
-    /// `rw`: the rewrite, worked out while the connection's record is at hand, for an
-    /// IPv4 TCP or UDP connection without sequence translation.
+    /// `rw`: for a plain packet of an IPv4 TCP or UDP connection without sequence
+    /// translation, the rewrite, copied while the connection's record is at hand.
     Packet {
         id: u32,
         dir: u8,
         /// The connection's destination is translated.
         dnat: bool,
-        rw: Option<Ipv4Rewrite>,
+        rw: Option<RowRewrite>,
     },
     /// Worked out in full, in `Engine::xbuilt` (kept apart so that the common case writes
     /// a few bytes, not a whole `Translation`).
@@ -539,12 +527,44 @@ impl Engine {
     /// [`Engine::translation`] gives as [`Translation::ipv4`], read straight from the
     /// connection's record instead of built. `None` otherwise, where `translation` has the
     /// whole story.
-    #[inline(always)]
+    #[inline]
     pub fn ipv4_rewrite(&self) -> Option<Ipv4Rewrite> {
         match self.xlate {
-            Some(Xlate::Packet { rw, .. }) => rw,
+            Some(Xlate::Packet {
+                id,
+                dir,
+                rw: Some(_),
+                ..
+            }) => {
+                let k = &self.table.get_opt(id)?.key;
+                Some(crate::nat::packet_ipv4(
+                    k,
+                    self.table.ext(id),
+                    usize::from(dir),
+                ))
+            }
             _ => None,
         }
+    }
+
+    /// Rewrites the packet last processed as it leaves, given from its IPv4 header on, when
+    /// [`Engine::ipv4_rewrite`] has its rewrite: the addresses and ports written and the
+    /// two checksum sums added, as the connection's record has them ready. Returns whether
+    /// it did; `false`, having written nothing, for any other packet and for a UDP packet
+    /// shorter than 40 bytes, which the caller rewrites from [`Engine::translation`].
+    #[inline(always)]
+    pub fn rewrite_ipv4_plain(&self, ip: &mut [u8]) -> bool {
+        let Some(Xlate::Packet { rw: Some(rw), .. }) = &self.xlate else {
+            return false;
+        };
+        let Some(p) = ip
+            .get_mut(..40)
+            .and_then(|p| <&mut [u8; 40]>::try_from(p).ok())
+        else {
+            return false;
+        };
+        rw.apply(p);
+        true
     }
 
     /// Checks the state table's index against its entries (every connection findable under
@@ -737,7 +757,7 @@ impl Engine {
                 Xlate::Packet {
                     rw: Some(rw), dnat, ..
                 } => {
-                    rewrite_meta(rw, &mut out.meta);
+                    rw.apply_to_meta(&mut out.meta);
                     out.dnat = *dnat;
                 }
                 Xlate::Packet { id, dir, dnat, .. } => {
@@ -1430,9 +1450,7 @@ impl Engine {
         }
         // The fast path parsed only plain IPv4 TCP and UDP.
         let rw = if self.plain && !seq {
-            table
-                .get_opt(f.id)
-                .map(|e| crate::nat::packet_ipv4(&e.key, x, f.dir))
+            RowRewrite::new(x, f.dir)
         } else {
             None
         };
@@ -1497,13 +1515,15 @@ impl Engine {
                     self.built(Some(x));
                 } else {
                     // As every later packet of the connection: see `translate_packet`.
-                    let rw = crate::nat::packet_ipv4(&key, &ext, 0);
-                    rewrite_meta(&rw, &mut out.meta);
+                    let rw = RowRewrite::new(&ext, 0);
+                    if let Some(rw) = &rw {
+                        rw.apply_to_meta(&mut out.meta);
+                    }
                     self.xlate = Some(Xlate::Packet {
                         id,
                         dir: 0,
                         dnat: out.dnat,
-                        rw: Some(rw),
+                        rw,
                     });
                 }
             }
@@ -1541,8 +1561,7 @@ impl Engine {
             // An ICMP query's second "port" is its class, which translation never changes.
             let port = if icmp { m.dport } else { port };
             if (a, port) != (m.dst, m.dport) {
-                x.dnat = m.dst;
-                x.dnat_port = m.dport;
+                x.set_dnat(m.dst, m.dport);
                 x.flags |= NAT_DST;
                 m.dst = a;
                 m.dport = port;
@@ -1572,8 +1591,7 @@ impl Engine {
                 .pick_port(m, sa, s, req.ports, forced, hooks)
                 .ok_or(exhausted)?;
             if (sa, port) != (m.src, m.sport) {
-                x.snat = sa;
-                x.snat_port = port;
+                x.set_snat(sa, port);
                 x.flags |= NAT_SRC;
                 if s.report {
                     x.flags |= NAT_REPORT;

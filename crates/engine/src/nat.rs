@@ -168,13 +168,13 @@ fn packet_changes<A>(
     if dir == 0 {
         let dport = if icmp { key.sport } else { key.dport };
         (
-            snat.then(|| (addr(&x.snat), x.snat_port)),
+            snat.then(|| (addr(&x.snat()), x.snat_port)),
             dnat.then(|| (addr(&key.dst), dport)),
         )
     } else {
         let sport = if icmp { key.sport } else { x.dnat_port };
         (
-            dnat.then(|| (addr(&x.dnat), sport)),
+            dnat.then(|| (addr(&x.dnat()), sport)),
             snat.then(|| (addr(&key.src), key.sport)),
         )
     }
@@ -185,12 +185,71 @@ fn packet_changes<A>(
 #[inline(always)]
 pub(crate) fn packet_ipv4(key: &Key, x: &NatExt, dir: usize) -> Ipv4Rewrite {
     let (src, dst) = packet_changes(key, x, dir, |a| [a[0], a[1], a[2], a[3]]);
-    let [ip_sum, l4_sum] = x.sums[dir & 1];
+    let [ip_sum, l4_sum] = x.sums(dir);
     Ipv4Rewrite {
         src,
         dst,
         ip_sum,
         l4_sum,
+    }
+}
+
+/// The rewrite of a plain IPv4 TCP or UDP packet (no IP options, not a fragment) of a
+/// translated connection, copied from the connection's record while it is at hand: the
+/// record's row for the packet's direction (see `NatExt::rows`), and whether the packet's
+/// destination moves (what rules see).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowRewrite {
+    row: [u8; 16],
+    moves_dst: bool,
+}
+
+impl RowRewrite {
+    /// For a packet of direction `dir` of a connection translated as `x`, when `x` has its
+    /// IPv4 rows.
+    #[inline(always)]
+    pub(crate) fn new(x: &NatExt, dir: usize) -> Option<RowRewrite> {
+        let moved = if dir & 1 == 0 { NAT_DST } else { NAT_SRC };
+        x.row(dir).map(|row| RowRewrite {
+            row: *row,
+            moves_dst: x.flags & moved != 0,
+        })
+    }
+
+    /// Rewrites `p`, the packet's IPv4 and TCP or UDP headers: all four addresses and ports
+    /// copied (a copy costs less than picking out the changed ones, which depend on the
+    /// packet's direction) and the two sums added.
+    #[inline(always)]
+    pub(crate) fn apply(&self, p: &mut [u8; 40]) {
+        let r = &self.row;
+        p[12..24].copy_from_slice(&r[..12]);
+        let udp = p[9] == crate::wire::PROTO_UDP;
+        let ck = if udp { 26 } else { 36 };
+        add_sum(p, 10, u16::from_ne_bytes([r[12], r[13]]), false);
+        add_sum(p, ck, u16::from_ne_bytes([r[14], r[15]]), udp);
+    }
+
+    /// The destination rules see: after destination NAT (for a reply of a
+    /// source-translated connection, the inside host).
+    #[inline(always)]
+    pub(crate) fn apply_to_meta(&self, m: &mut PacketMeta) {
+        if self.moves_dst {
+            let r = &self.row;
+            m.dst = Some(IpAddr::V4(core::net::Ipv4Addr::new(r[4], r[5], r[6], r[7])));
+            if m.dport.is_some() {
+                m.dport = Some(u16::from_be_bytes([r[10], r[11]]));
+            }
+        }
+    }
+}
+
+/// Adds a folded sum to the checksum at `at` of `p`.
+#[inline(always)]
+fn add_sum(p: &mut [u8; 40], at: usize, sum: u16, udp: bool) {
+    if let Some(field) = p.get_mut(at..at + 2) {
+        let old = u16::from_be_bytes([field[0], field[1]]);
+        let new = crate::wire::checksum::add_folded(old, sum, udp);
+        field.copy_from_slice(&new.to_be_bytes());
     }
 }
 
@@ -222,7 +281,7 @@ impl Translation {
             quoted_src: None,
             quoted_dst: None,
             arrived: *arrived,
-            sums: x.sums[dir & 1],
+            sums: x.sums(dir),
             seq: (x.flags & crate::table::NAT_SEQ != 0).then(|| {
                 if dir == 0 {
                     (0, x.seq_delta)

@@ -44,8 +44,8 @@ use std::io::{self, BufWriter, Read, Write};
 use crate::engine::Engine;
 use crate::nat::NatReleased;
 use crate::table::{
-    nat_forms, reverse, Entry, NatExt, Peer, NAT_DST, NAT_EIM, NAT_REPORT, NAT_SEQ, NAT_SRC,
-    STATUS_ASSURED, STATUS_COUNTED, STATUS_LIBERAL, STATUS_NAT, STATUS_SEEN_REPLY,
+    nat_forms, reverse, Entry, NatExt, Peer, NAT_DST, NAT_EIM, NAT_REPORT, NAT_ROWS, NAT_SEQ,
+    NAT_SRC, STATUS_ASSURED, STATUS_COUNTED, STATUS_LIBERAL, STATUS_NAT, STATUS_SEEN_REPLY,
     STATUS_SYN_IGNORED,
 };
 use crate::time::Time;
@@ -293,12 +293,13 @@ fn encode(e: &Entry, x: Option<&NatExt>, born: u32, now_s: u32, out: &mut [u8; R
         r.put(88 + 12 * d, &p.maxwin.to_le_bytes());
     }
     if let Some(x) = x {
-        r.put(104, &[x.flags]);
+        // `NAT_ROWS` is how the record is laid out in memory, not part of the translation.
+        r.put(104, &[x.flags & !NAT_ROWS]);
         r.put(106, &x.snat_port.to_le_bytes());
         r.put(108, &x.dnat_port.to_le_bytes());
         r.put(112, &x.seq_delta.to_le_bytes());
-        r.put(116, &x.snat);
-        r.put(132, &x.dnat);
+        r.put(116, &x.snat());
+        r.put(132, &x.dnat());
     }
     r.put(148, &now_s.saturating_sub(born).to_le_bytes());
 }
@@ -356,16 +357,13 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
     }
     let flags = f.u8(104);
     let nat = if status & STATUS_NAT != 0 {
-        let mut x = NatExt {
-            snat: f.bytes(116),
-            dnat: f.bytes(132),
-            snat_port: f.u16(106),
-            dnat_port: f.u16(108),
-            flags,
-            sums: [[0; 2]; 2],
-            seq_delta: f.u32(112),
-        };
-        check_nat(&key, &x)?;
+        let (snat, dnat) = ((f.bytes(116), f.u16(106)), (f.bytes(132), f.u16(108)));
+        check_nat(&key, flags, snat, dnat)?;
+        let mut x = NatExt::NONE;
+        x.flags = flags;
+        x.seq_delta = f.u32(112);
+        x.set_snat(snat.0, snat.1);
+        x.set_dnat(dnat.0, dnat.1);
         x.fill_sums(&key);
         Some(x)
     } else if flags != 0 {
@@ -383,28 +381,28 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
     })
 }
 
-/// A translation as the engine makes them: it changes something, and what it names as
-/// changed differs from the tuple it changes.
-fn check_nat(key: &Key, x: &NatExt) -> Result<(), String> {
-    let fl = x.flags;
+/// A translation (`flags`, translated source and untranslated destination, as saved) as the
+/// engine makes them: it changes something, and what it names as changed differs from the
+/// tuple it changes.
+fn check_nat(key: &Key, fl: u8, snat: (Addr, u16), dnat: (Addr, u16)) -> Result<(), String> {
     if fl & !NAT_KNOWN != 0 || fl & (NAT_SRC | NAT_DST) == 0 {
         return Err(format!("translation flags {fl:#04x}"));
     }
     if fl & NAT_SEQ != 0 && key.proto != PROTO_TCP {
         return Err("a sequence offset on a connection that is not TCP".into());
     }
-    if !addr_ok(key.family, &x.snat) || !addr_ok(key.family, &x.dnat) {
+    if !addr_ok(key.family, &snat.0) || !addr_ok(key.family, &dnat.0) {
         return Err("an IPv4 translation with IPv6 bytes".into());
     }
     let src_ok = if fl & NAT_SRC != 0 {
-        (x.snat, x.snat_port) != (key.src, key.sport)
+        snat != (key.src, key.sport)
     } else {
-        x.snat == [0; 16] && x.snat_port == 0 && fl & (NAT_REPORT | NAT_EIM) == 0
+        snat == ([0; 16], 0) && fl & (NAT_REPORT | NAT_EIM) == 0
     };
     let dst_ok = if fl & NAT_DST != 0 {
-        (x.dnat, x.dnat_port) != (key.dst, key.dport)
+        dnat != (key.dst, key.dport)
     } else {
-        x.dnat == [0; 16] && x.dnat_port == 0
+        dnat == ([0; 16], 0)
     };
     if !src_ok || !dst_ok {
         return Err("a translation that changes nothing, or names what it does not change".into());
@@ -621,7 +619,7 @@ impl Engine {
                 report.nat_mappings.push(NatReleased {
                     proto: key.proto,
                     inside: (addr_to_ip(family, &key.src), key.sport),
-                    outside: (addr_to_ip(family, &x.snat), x.snat_port),
+                    outside: (addr_to_ip(family, &x.snat()), x.snat_port),
                     endpoint_independent: x.flags & NAT_EIM != 0,
                 });
             }

@@ -115,20 +115,23 @@ const SYN_MEMO: usize = 1024;
 /// Address translation of one connection, kept beside its entry (only translated
 /// connections pay for it). The entry's key is the connection as tracking sees it: after
 /// destination NAT, before source NAT. Original packets arrive addressed to `dnat` and leave
-/// from `snat`; replies arrive addressed to `snat` and leave from `dnat`.
+/// from `snat`; replies arrive addressed to `snat` and leave from `dnat`. 44 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NatExt {
-    pub snat: Addr,
-    pub dnat: Addr,
+    /// Per direction (original, reply), where the packet leaves from: `snat` and `dnat`,
+    /// as set. Once `fill_sums` has run on an IPv4 connection (`NAT_ROWS`), each row is
+    /// instead the direction's whole rewrite, in the packet's own terms: source address,
+    /// destination address, source port and destination port as the packet leaves with
+    /// them (bytes 12 to 24 of its IPv4 header, so a rewrite copies them as they are), then
+    /// what the rewrite adds to the IPv4 header checksum and to the transport checksum
+    /// (RFC 1624's `~m + m'` over the changed words, folded). Every packet of a direction
+    /// changes the same fields from the same values. The row still begins with `snat` (or
+    /// `dnat`) when it is translated: the accessors read it from there.
+    rows: [[u8; 16]; 2],
     pub snat_port: u16,
     pub dnat_port: u16,
     /// `NAT_*` bits.
     pub flags: u8,
-    /// For IPv4 TCP and UDP, per direction: what the translation adds to the IPv4 header
-    /// checksum and to the transport checksum (RFC 1624's `~m + m'` over the changed words,
-    /// folded). Every packet of a direction changes the same fields from the same values,
-    /// so a rewrite only has to write the fields and add these.
-    pub sums: [[u16; 2]; 2],
     /// With `NAT_SEQ`: what the reply side's sequence numbers are ahead of what the original
     /// side knows them as (a SYN proxy answered the original side's SYN with its own initial
     /// sequence number): original packets' acknowledgments are raised by it, replies'
@@ -144,17 +147,78 @@ pub(crate) const NAT_REPORT: u8 = 4;
 pub(crate) const NAT_EIM: u8 = 8;
 /// Sequence numbers are translated (`seq_delta`).
 pub(crate) const NAT_SEQ: u8 = 16;
+/// `rows` hold an IPv4 connection's rewrites (see `NatExt::rows`).
+pub(crate) const NAT_ROWS: u8 = 32;
 
 impl NatExt {
     pub(crate) const NONE: NatExt = NatExt {
-        snat: [0; 16],
-        dnat: [0; 16],
+        rows: [[0; 16]; 2],
         snat_port: 0,
         dnat_port: 0,
         flags: 0,
-        sums: [[0; 2]; 2],
         seq_delta: 0,
     };
+
+    /// Row `i`'s address: all of it, or with `NAT_ROWS` its IPv4 address; zero when that
+    /// side is not translated.
+    #[inline(always)]
+    fn addr(&self, i: usize, flag: u8) -> Addr {
+        let Some(r) = self.rows.get(i) else {
+            return [0; 16];
+        };
+        if self.flags & flag == 0 {
+            [0; 16]
+        } else if self.flags & NAT_ROWS != 0 {
+            let mut a = [0; 16];
+            a[..4].copy_from_slice(&r[..4]);
+            a
+        } else {
+            *r
+        }
+    }
+
+    /// The translated source (zero without `NAT_SRC`).
+    #[inline(always)]
+    pub(crate) fn snat(&self) -> Addr {
+        self.addr(0, NAT_SRC)
+    }
+
+    /// The untranslated destination (zero without `NAT_DST`).
+    #[inline(always)]
+    pub(crate) fn dnat(&self) -> Addr {
+        self.addr(1, NAT_DST)
+    }
+
+    /// Sets the translated source; `flags` says whether it is in force.
+    pub(crate) fn set_snat(&mut self, a: Addr, port: u16) {
+        self.rows[0] = a;
+        self.snat_port = port;
+    }
+
+    /// Sets the untranslated destination; `flags` says whether it is in force.
+    pub(crate) fn set_dnat(&mut self, a: Addr, port: u16) {
+        self.rows[1] = a;
+        self.dnat_port = port;
+    }
+
+    /// With `NAT_ROWS`, direction `dir`'s rewrite (see `NatExt::rows`).
+    #[inline(always)]
+    pub(crate) fn row(&self, dir: usize) -> Option<&[u8; 16]> {
+        if self.flags & NAT_ROWS == 0 {
+            return None;
+        }
+        self.rows.get(dir & 1)
+    }
+
+    /// Direction `dir`'s checksum sums (zero without `NAT_ROWS`).
+    pub(crate) fn sums(&self, dir: usize) -> [u16; 2] {
+        self.row(dir).map_or([0; 2], |r| {
+            [
+                u16::from_ne_bytes([r[12], r[13]]),
+                u16::from_ne_bytes([r[14], r[15]]),
+            ]
+        })
+    }
 
     /// The original direction as it arrives (before destination NAT).
     pub(crate) fn arrive_original(&self, k: &Key) -> Key {
@@ -162,7 +226,7 @@ impl NatExt {
             return *k;
         }
         Key {
-            dst: self.dnat,
+            dst: self.dnat(),
             dport: self.dnat_port,
             ..*k
         }
@@ -171,7 +235,7 @@ impl NatExt {
     /// The reply direction as it arrives (addressed to the translated source).
     pub(crate) fn arrive_reply(&self, k: &Key) -> Key {
         let (dst, dport) = if self.flags & NAT_SRC != 0 {
-            (self.snat, self.snat_port)
+            (self.snat(), self.snat_port)
         } else {
             (k.src, k.sport)
         };
@@ -184,9 +248,9 @@ impl NatExt {
         }
     }
 
-    /// Works out `sums` for the connection tracked as `k`: per direction, from the tuple
-    /// its packets arrive with to the one they leave with. Runs once per translated
-    /// connection.
+    /// For an IPv4 connection tracked as `k`, replaces `rows` with each direction's
+    /// rewrite, from the tuple its packets arrive with to the one they leave with (see
+    /// `NatExt::rows`). Runs once per translated connection; IPv6 keeps its addresses.
     pub(crate) fn fill_sums(&mut self, k: &Key) {
         /// The sum of an IPv4 address's two 16-bit words.
         fn words(a: &Addr) -> u64 {
@@ -201,12 +265,12 @@ impl NatExt {
         }
         // The translated source and the untranslated destination.
         let (sa, sp) = if self.flags & NAT_SRC != 0 {
-            (&self.snat, self.snat_port)
+            (&self.snat(), self.snat_port)
         } else {
             (&k.src, k.sport)
         };
         let (da, dp) = if self.flags & NAT_DST != 0 {
-            (&self.dnat, self.dnat_port)
+            (&self.dnat(), self.dnat_port)
         } else {
             (&k.dst, k.dport)
         };
@@ -237,16 +301,29 @@ impl NatExt {
             let f = ((t & 0xffff) + (t >> 16)) as u16;
             f
         };
-        for (sums, (ip, ports)) in self.sums.iter_mut().zip(ip.into_iter().zip(ports)) {
-            *sums = [
-                if ip_same { 0 } else { fold(ip) },
-                if ip_same && ports_same {
-                    0
-                } else {
-                    fold(ip + ports)
-                },
-            ];
+        // Each direction as it leaves: the original from the translated source to the
+        // tracked destination, the reply from the untranslated destination to the tracked
+        // source.
+        let leave = [(sa, sp, &k.dst, k.dport), (da, dp, &k.src, k.sport)];
+        let mut rows = [[0; 16]; 2];
+        for ((row, (src, sport, dst, dport)), (ip, ports)) in
+            rows.iter_mut().zip(leave).zip(ip.into_iter().zip(ports))
+        {
+            let ip_sum = if ip_same { 0 } else { fold(ip) };
+            let l4_sum = if ip_same && ports_same {
+                0
+            } else {
+                fold(ip + ports)
+            };
+            row[..4].copy_from_slice(&v4(src));
+            row[4..8].copy_from_slice(&v4(dst));
+            row[8..10].copy_from_slice(&sport.to_be_bytes());
+            row[10..12].copy_from_slice(&dport.to_be_bytes());
+            row[12..14].copy_from_slice(&ip_sum.to_ne_bytes());
+            row[14..16].copy_from_slice(&l4_sum.to_ne_bytes());
         }
+        self.rows = rows;
+        self.flags |= NAT_ROWS;
     }
 
     /// Whether the entry's own key is filed too: not when both ends are translated (NAT
@@ -831,9 +908,9 @@ impl Table {
         // peer sending to the translated source, the original form the inside end sending
         // to the untranslated destination.
         let (from, to, dir) = if form == FORM_REPLY {
-            ((&e.dst, e.dport), (&x.snat, x.snat_port), 1)
+            ((&e.dst, e.dport), (&x.snat(), x.snat_port), 1)
         } else {
-            ((&e.src, e.sport), (&x.dnat, x.dnat_port), 0)
+            ((&e.src, e.sport), (&x.dnat(), x.dnat_port), 0)
         };
         let same = |a: &Addr, b: &Addr| u128::from_ne_bytes(*a) == u128::from_ne_bytes(*b);
         if key.sport == from.1
@@ -1107,7 +1184,7 @@ impl Table {
         self.released.push(NatReleased {
             proto: key.proto,
             inside: (crate::wire::addr_to_ip(family, &key.src), key.sport),
-            outside: (crate::wire::addr_to_ip(family, &x.snat), x.snat_port),
+            outside: (crate::wire::addr_to_ip(family, &x.snat()), x.snat_port),
             endpoint_independent: x.flags & NAT_EIM != 0,
         });
     }
@@ -1480,12 +1557,12 @@ mod tests {
                 )
             };
             let (sa, sp) = if x.flags & NAT_SRC != 0 {
-                (&x.snat, x.snat_port)
+                (&x.snat(), x.snat_port)
             } else {
                 (&k.src, k.sport)
             };
             let (da, dp) = if x.flags & NAT_DST != 0 {
-                (&x.dnat, x.dnat_port)
+                (&x.dnat(), x.dnat_port)
             } else {
                 (&k.dst, k.dport)
             };
@@ -1521,10 +1598,13 @@ mod tests {
             let k = v4_key(src, pick(), dst, pick());
             let mut x = NatExt::NONE;
             x.flags = [NAT_SRC, NAT_DST, NAT_SRC | NAT_DST][usize::from(pick() % 3)];
-            x.snat[..4].copy_from_slice(&snat);
-            x.dnat[..4].copy_from_slice(&dnat);
-            x.snat_port = pick();
-            x.dnat_port = pick();
+            let full = |a: [u8; 4]| {
+                let mut f = [0; 16];
+                f[..4].copy_from_slice(&a);
+                f
+            };
+            x.set_snat(full(snat), pick());
+            x.set_dnat(full(dnat), pick());
             let want = reference(&k, &x);
             let (sa, sp) = if x.flags & NAT_SRC != 0 {
                 (snat, x.snat_port)
@@ -1539,12 +1619,27 @@ mod tests {
             let ip_same = sa == src && da == dst;
             let all_same = ip_same && sp == k.sport && dp == k.dport;
             x.fill_sums(&k);
-            for (got, want) in x.sums.iter().zip(want) {
+            for (got, want) in [x.sums(0), x.sums(1)].iter().zip(want) {
                 assert_eq!(got[0] % 0xffff, want[0] % 0xffff, "{k:?} {x:?}");
                 assert_eq!(got[1] % 0xffff, want[1] % 0xffff, "{k:?} {x:?}");
                 assert_eq!(got[0] == 0, ip_same, "{k:?} {x:?}");
                 assert_eq!(got[1] == 0, all_same, "{k:?} {x:?}");
             }
+            // The rows are each direction's headers as the packet leaves, and still give
+            // back the translated addresses.
+            let leave = |a: [u8; 4], ap: u16, b: [u8; 4], bp: u16| {
+                let mut r = [0; 12];
+                r[..4].copy_from_slice(&a);
+                r[4..8].copy_from_slice(&b);
+                r[8..10].copy_from_slice(&ap.to_be_bytes());
+                r[10..12].copy_from_slice(&bp.to_be_bytes());
+                r
+            };
+            let rows = [x.row(0), x.row(1)].map(|r| r.map(|r| r[..12].to_vec()));
+            assert_eq!(rows[0], Some(leave(sa, sp, dst, k.dport).to_vec()));
+            assert_eq!(rows[1], Some(leave(da, dp, src, k.sport).to_vec()));
+            let on = |f: u8, a: [u8; 4]| if x.flags & f != 0 { full(a) } else { [0; 16] };
+            assert_eq!((x.snat(), x.dnat()), (on(NAT_SRC, snat), on(NAT_DST, dnat)));
         }
     }
 

@@ -959,14 +959,11 @@ impl Firewall {
         if p.opened.is_some() {
             return false;
         }
-        let Some(rw) = self.engine.ipv4_rewrite() else {
-            return false;
-        };
         let at = usize::from(d.outcome.meta.link.ip_offset);
         let (Some(ip), Some(nat)) = (buf.get_mut(at..), self.nat.as_mut()) else {
             return false;
         };
-        if !nat::rewrite_ipv4_parsed(ip, &rw) {
+        if !self.engine.rewrite_ipv4_plain(ip) {
             return false;
         }
         nat.rewritten += 1;

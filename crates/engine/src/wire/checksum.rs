@@ -53,6 +53,24 @@ pub(crate) fn sum(data: &[u8]) -> u64 {
     (acc & 0xffff_ffff) + (acc >> 32)
 }
 
+/// A checksum after adding a folded `~m + m'` sum to it (RFC 1624, equation 3). For a UDP
+/// checksum (`udp`), zero (none sent) stays zero and a computed zero is sent as all ones.
+#[inline(always)]
+pub fn add_folded(old: u16, sum: u16, udp: bool) -> u16 {
+    if sum == 0 || (udp && old == 0) {
+        return old;
+    }
+    // Two 16-bit values: at most one carry to fold back in.
+    let t = u32::from(!old) + u32::from(sum);
+    #[allow(clippy::cast_possible_truncation)]
+    let new = !(((t & 0xffff) + (t >> 16)) as u16);
+    if udp && new == 0 {
+        0xffff
+    } else {
+        new
+    }
+}
+
 /// Folds a running sum to 16 bits (not complemented).
 #[inline]
 pub fn fold(mut sum: u64) -> u16 {

@@ -44,8 +44,8 @@ use core::fmt;
 use core::net::IpAddr;
 
 pub use rewrite::{
-    rewrite, rewrite_icmp_error, rewrite_icmp_error_outer, rewrite_ipv4, rewrite_ipv4_parsed,
-    rewrite_ipv4_plain, rewrite_octets, rewrite_tcp_seq,
+    rewrite, rewrite_icmp_error, rewrite_icmp_error_outer, rewrite_ipv4, rewrite_ipv4_plain,
+    rewrite_octets, rewrite_tcp_seq,
 };
 
 /// A connection's addressing in one direction. For ICMP and ICMPv6 queries both ports are

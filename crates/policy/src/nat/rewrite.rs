@@ -514,28 +514,6 @@ pub fn rewrite_ipv4_plain(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
     true
 }
 
-/// [`rewrite_ipv4_plain`] for a packet known to be plain, as the engine's
-/// [`keepstate_engine::Engine::ipv4_rewrite`] is: the layout is not checked again, only the
-/// length (a UDP packet shorter than 40 bytes returns `false`, having written nothing).
-#[inline(always)]
-pub fn rewrite_ipv4_parsed(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
-    let Some(p) = ip
-        .get_mut(..IPV4_HEADER_LEN + TCP_HEADER_LEN)
-        .and_then(|p| <&mut [u8; 40]>::try_from(p).ok())
-    else {
-        return false;
-    };
-    let (ck, udp) = if p[9] == PROTO_UDP {
-        (IPV4_HEADER_LEN + 6, true)
-    } else {
-        (IPV4_HEADER_LEN + 16, false)
-    };
-    write_fields(p, rw.src, rw.dst);
-    add_sum(p, 10, rw.ip_sum, false);
-    add_sum(p, ck, rw.l4_sum, udp);
-    true
-}
-
 /// The IPv4 and TCP or UDP headers of a plain packet (no options, not a fragment, complete),
 /// with where the transport checksum lies and whether it is UDP's.
 #[inline(always)]
@@ -577,17 +555,7 @@ fn add_sum(p: &mut [u8; 40], at: usize, sum: u16, udp: bool) {
         return;
     };
     let old = u16::from_be_bytes([field[0], field[1]]);
-    if sum == 0 || (udp && old == 0) {
-        return;
-    }
-    // Two 16-bit values: at most one carry to fold back in.
-    let t = u32::from(!old) + u32::from(sum);
-    #[allow(clippy::cast_possible_truncation)]
-    let mut new = !(((t & 0xffff) + (t >> 16)) as u16);
-    if udp && new == 0 {
-        new = 0xffff;
-    }
-    field.copy_from_slice(&new.to_be_bytes());
+    field.copy_from_slice(&checksum::add_folded(old, sum, udp).to_be_bytes());
 }
 
 /// [`rewrite`] for the packet nearly every translated connection carries: IPv4 without

@@ -932,7 +932,7 @@ impl Engine {
             }
             None => self.table.hash(&key),
         };
-        let found = match self.lookup(hash, &key) {
+        let found = match self.lookup(hash, &key, hint.is_some()) {
             Ok(f) => f,
             Err(r) => return Res::invalid(r).with(meta),
         };
@@ -1082,7 +1082,7 @@ impl Engine {
             family: family_code(ip.family),
         };
         let hash = self.table.hash(&key);
-        match self.lookup(hash, &key) {
+        match self.lookup(hash, &key, false) {
             // Counted against the connection; nothing to track without a transport header.
             Ok(Some((id, dir))) => count(self.table.get_mut(id), dir, ip.len).with(meta),
             Ok(None) => invalid(meta, DropReason::Fragment),
@@ -1211,7 +1211,7 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        let found = self.lookup(hash, &key);
+        let found = self.lookup(hash, &key, false);
         if let Some(log) = &mut self.events {
             log.forget();
         }
@@ -1247,7 +1247,7 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        self.table.find(hash, &key, false).is_some_and(|f| {
+        self.table.find(hash, &key, false, false).is_some_and(|f| {
             let live = !self.table.get(f.id).expired(self.now_s());
             live
         })
@@ -1314,7 +1314,7 @@ impl Engine {
                 return self.track_error(key, hash, ip);
             }
         }
-        let found = match self.lookup(hash, key) {
+        let found = match self.lookup(hash, key, false) {
             Ok(f) => f,
             Err(r) => return Res::invalid(r),
         };
@@ -1343,7 +1343,7 @@ impl Engine {
     /// An ICMP error, whose `key` is the quoted packet's. It is related to the connection
     /// the quote belongs to, as the quote appears on either side of any translation.
     fn track_error(&mut self, key: &Key, hash: u64, ip: &Ip<'_>) -> Res {
-        let Some(f) = self.table.find(hash, key, true) else {
+        let Some(f) = self.table.find(hash, key, true, false) else {
             return Res::invalid(DropReason::IcmpErrorNoConnection);
         };
         if self.table.get(f.id).expired(self.now_s()) {
@@ -1409,8 +1409,14 @@ impl Engine {
     /// translated connection gets its translation; one that reached it untranslated where
     /// it should have been is refused.
     #[inline(always)]
-    fn lookup(&mut self, hash: u64, key: &Key) -> Result<Option<(u32, usize)>, DropReason> {
-        let Some(f) = self.table.find(hash, key, false) else {
+    /// `prefetched`: as for `Table::find`.
+    fn lookup(
+        &mut self,
+        hash: u64,
+        key: &Key,
+        prefetched: bool,
+    ) -> Result<Option<(u32, usize)>, DropReason> {
+        let Some(f) = self.table.find(hash, key, false, prefetched) else {
             return Ok(None);
         };
         let e = self.table.get(f.id);

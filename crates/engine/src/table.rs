@@ -856,7 +856,14 @@ impl Table {
     /// matched. A tuple filed by address translation matches only the way packets carry it,
     /// unless `quoted` (a packet quoted in an ICMP error, which may have left translated).
     #[inline(always)]
-    pub(crate) fn find(&self, hash: u64, key: &Key, quoted: bool) -> Option<Found> {
+    /// `prefetched`: the caller requested the entry's lines ahead (`prefetch_entry`).
+    pub(crate) fn find(
+        &self,
+        hash: u64,
+        key: &Key,
+        quoted: bool,
+        prefetched: bool,
+    ) -> Option<Found> {
         let tag = tag_of(hash);
         let n = self.buckets.len();
         let mut b = self.bucket_of(hash);
@@ -868,7 +875,7 @@ impl Table {
                 let raw = bucket.id(i);
                 let id = raw & ID_MASK;
                 let form = raw >> FORM_SHIFT;
-                if !self.nat.is_empty() {
+                if !prefetched && !self.nat.is_empty() {
                     // A translated entry's record is read right after the entry: start
                     // loading its line now, so the two misses overlap instead of queueing.
                     self.prefetch_ext(id);
@@ -933,7 +940,7 @@ impl Table {
 
     /// Whether any connection is filed under `key` (either way round for an entry's own key).
     pub(crate) fn in_use(&self, key: &Key) -> bool {
-        self.find(self.hash(key), key, false).is_some()
+        self.find(self.hash(key), key, false, false).is_some()
     }
 
     /// Inserts a new entry; the caller has checked the key is absent and the limit.
@@ -1262,7 +1269,7 @@ impl Table {
                 if !filed {
                     return Err(format!("entry {id} is not filed under form {form}"));
                 }
-                if self.find(self.hash(&k), &k, false).is_none() {
+                if self.find(self.hash(&k), &k, false, false).is_none() {
                     return Err(format!("entry {id} form {form} cannot be found"));
                 }
             }
@@ -1659,7 +1666,7 @@ mod tests {
         let id = t.insert(t.hash(&k), Entry::new(&k));
         t.rebuild(t.filed);
         assert_eq!(t.buckets.len(), reserved);
-        assert_eq!(t.find(t.hash(&k), &k, false).map(|f| f.id), Some(id));
+        assert_eq!(t.find(t.hash(&k), &k, false, false).map(|f| f.id), Some(id));
         t.check().unwrap();
         // Reserving less later changes nothing.
         t.reserve_room(10, 10, false);

@@ -1408,8 +1408,8 @@ impl Engine {
     /// Finds the entry for `key`, removing it instead if it has expired. A packet of a
     /// translated connection gets its translation; one that reached it untranslated where
     /// it should have been is refused.
-    #[inline(always)]
     /// `prefetched`: as for `Table::find`.
+    #[inline(always)]
     fn lookup(
         &mut self,
         hash: u64,

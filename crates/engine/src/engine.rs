@@ -1610,7 +1610,7 @@ impl Engine {
         if x.flags == 0 {
             return Ok(false);
         }
-        x.fill_sums(m);
+        x.fill_rows(m);
         Ok(true)
     }
 

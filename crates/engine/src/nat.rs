@@ -15,7 +15,7 @@ use core::net::IpAddr;
 
 use crate::engine::PacketMeta;
 use crate::table::{NatExt, NAT_DST, NAT_SRC};
-use crate::wire::{addr_to_ip, Addr, Family, Ip, Key, PROTO_ICMP, PROTO_ICMPV6};
+use crate::wire::{addr_to_ip, checksum, Addr, Family, Ip, Key, PROTO_ICMP, PROTO_ICMPV6};
 
 pub use crate::table::NatReleased;
 
@@ -221,12 +221,12 @@ impl RowRewrite {
     /// packet's direction) and the two sums added.
     #[inline(always)]
     pub(crate) fn apply(&self, p: &mut [u8; 40]) {
-        let r = &self.row;
-        p[12..24].copy_from_slice(&r[..12]);
+        p[12..24].copy_from_slice(&self.row[..12]);
         let udp = p[9] == crate::wire::PROTO_UDP;
         let ck = if udp { 26 } else { 36 };
-        add_sum(p, 10, u16::from_ne_bytes([r[12], r[13]]), false);
-        add_sum(p, ck, u16::from_ne_bytes([r[14], r[15]]), udp);
+        let [ip_sum, l4_sum] = crate::table::row_sums(&self.row);
+        checksum::add_folded_at(p, 10, ip_sum, false);
+        checksum::add_folded_at(p, ck, l4_sum, udp);
     }
 
     /// The destination rules see: after destination NAT (for a reply of a
@@ -240,16 +240,6 @@ impl RowRewrite {
                 m.dport = Some(u16::from_be_bytes([r[10], r[11]]));
             }
         }
-    }
-}
-
-/// Adds a folded sum to the checksum at `at` of `p`.
-#[inline(always)]
-fn add_sum(p: &mut [u8; 40], at: usize, sum: u16, udp: bool) {
-    if let Some(field) = p.get_mut(at..at + 2) {
-        let old = u16::from_be_bytes([field[0], field[1]]);
-        let new = crate::wire::checksum::add_folded(old, sum, udp);
-        field.copy_from_slice(&new.to_be_bytes());
     }
 }
 

@@ -119,7 +119,7 @@ const SYN_MEMO: usize = 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct NatExt {
     /// Per direction (original, reply), where the packet leaves from: `snat` and `dnat`,
-    /// as set. Once `fill_sums` has run on an IPv4 connection (`NAT_ROWS`), each row is
+    /// as set. Once `fill_rows` has run on an IPv4 connection (`NAT_ROWS`), each row is
     /// instead the direction's whole rewrite, in the packet's own terms: source address,
     /// destination address, source port and destination port as the packet leaves with
     /// them (bytes 12 to 24 of its IPv4 header, so a rewrite copies them as they are), then
@@ -212,12 +212,7 @@ impl NatExt {
 
     /// Direction `dir`'s checksum sums (zero without `NAT_ROWS`).
     pub(crate) fn sums(&self, dir: usize) -> [u16; 2] {
-        self.row(dir).map_or([0; 2], |r| {
-            [
-                u16::from_ne_bytes([r[12], r[13]]),
-                u16::from_ne_bytes([r[14], r[15]]),
-            ]
-        })
+        self.row(dir).map_or([0; 2], row_sums)
     }
 
     /// The original direction as it arrives (before destination NAT).
@@ -251,7 +246,7 @@ impl NatExt {
     /// For an IPv4 connection tracked as `k`, replaces `rows` with each direction's
     /// rewrite, from the tuple its packets arrive with to the one they leave with (see
     /// `NatExt::rows`). Runs once per translated connection; IPv6 keeps its addresses.
-    pub(crate) fn fill_sums(&mut self, k: &Key) {
+    pub(crate) fn fill_rows(&mut self, k: &Key) {
         /// The sum of an IPv4 address's two 16-bit words.
         fn words(a: &Addr) -> u64 {
             u64::from(u16::from_be_bytes([a[0], a[1]]))
@@ -331,6 +326,16 @@ impl NatExt {
     pub(crate) fn keeps_key_slot(&self) -> bool {
         self.flags & (NAT_SRC | NAT_DST) != NAT_SRC | NAT_DST
     }
+}
+
+/// What a row (see `NatExt::rows`) adds to the IPv4 header checksum and to the transport
+/// checksum.
+#[inline(always)]
+pub(crate) fn row_sums(r: &[u8; 16]) -> [u16; 2] {
+    [
+        u16::from_ne_bytes([r[12], r[13]]),
+        u16::from_ne_bytes([r[14], r[15]]),
+    ]
 }
 
 /// A source-translated connection that asked to be reported has left the table.
@@ -855,8 +860,8 @@ impl Table {
     /// Finds the entry for a packet tuple: its id, the packet's direction and the form that
     /// matched. A tuple filed by address translation matches only the way packets carry it,
     /// unless `quoted` (a packet quoted in an ICMP error, which may have left translated).
-    #[inline(always)]
     /// `prefetched`: the caller requested the entry's lines ahead (`prefetch_entry`).
+    #[inline(always)]
     pub(crate) fn find(
         &self,
         hash: u64,
@@ -1539,7 +1544,7 @@ mod tests {
         }
     }
 
-    /// `fill_sums` sums `~m + m'` over every word at once (RFC 1624 eqn. 3 applied to whole
+    /// `fill_rows` sums `~m + m'` over every word at once (RFC 1624 eqn. 3 applied to whole
     /// fields); the reference adds it only for the words that change. The two must agree in
     /// one's-complement arithmetic (modulo 0xffff, where 0xffff is zero), and a sum must be 0,
     /// leaving the checksum alone, exactly when nothing it covers changes. Few distinct words
@@ -1625,7 +1630,7 @@ mod tests {
             };
             let ip_same = sa == src && da == dst;
             let all_same = ip_same && sp == k.sport && dp == k.dport;
-            x.fill_sums(&k);
+            x.fill_rows(&k);
             for (got, want) in [x.sums(0), x.sums(1)].iter().zip(want) {
                 assert_eq!(got[0] % 0xffff, want[0] % 0xffff, "{k:?} {x:?}");
                 assert_eq!(got[1] % 0xffff, want[1] % 0xffff, "{k:?} {x:?}");

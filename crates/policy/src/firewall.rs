@@ -345,6 +345,8 @@ const ENTRY_AHEAD: usize = 4;
 /// How many frames ahead it works out a frame's hash and requests its index line, which
 /// must have arrived when the entry is requested (the entry's id is read from it).
 const INDEX_AHEAD: usize = 8;
+// A frame's look-ahead must be in the ring before its entry is requested.
+const _: () = assert!(ENTRY_AHEAD < INDEX_AHEAD);
 
 impl Firewall {
     /// Builds the firewall. `base` supplies what the policy file does not set (hash key,

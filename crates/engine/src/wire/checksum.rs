@@ -71,6 +71,16 @@ pub fn add_folded(old: u16, sum: u16, udp: bool) -> u16 {
     }
 }
 
+/// [`add_folded`] applied to the big-endian checksum at `at` of `buf`; nothing happens if
+/// `buf` is too short to hold it.
+#[inline(always)]
+pub fn add_folded_at(buf: &mut [u8], at: usize, sum: u16, udp: bool) {
+    if let Some(field) = buf.get_mut(at..at + 2) {
+        let old = u16::from_be_bytes([field[0], field[1]]);
+        field.copy_from_slice(&add_folded(old, sum, udp).to_be_bytes());
+    }
+}
+
 /// Folds a running sum to 16 bits (not complemented).
 #[inline]
 pub fn fold(mut sum: u64) -> u16 {

@@ -509,8 +509,8 @@ pub fn rewrite_ipv4_plain(ip: &mut [u8], rw: &Ipv4Rewrite) -> bool {
         return false;
     };
     write_fields(p, rw.src, rw.dst);
-    add_sum(p, 10, rw.ip_sum, false);
-    add_sum(p, ck, rw.l4_sum, udp);
+    checksum::add_folded_at(p, 10, rw.ip_sum, false);
+    checksum::add_folded_at(p, ck, rw.l4_sum, udp);
     true
 }
 
@@ -545,17 +545,6 @@ fn write_fields(p: &mut [u8; 40], src: Option<([u8; 4], u16)>, dst: Option<([u8;
         p[16..20].copy_from_slice(&a);
         p[22..24].copy_from_slice(&port.to_be_bytes());
     }
-}
-
-/// Adds a folded `~m + m'` sum to the checksum at `at` (RFC 1624 eqn. 3), leaving a UDP
-/// checksum of zero alone and sending a computed zero as all ones.
-#[inline(always)]
-fn add_sum(p: &mut [u8; 40], at: usize, sum: u16, udp: bool) {
-    let Some(field) = p.get_mut(at..at + 2) else {
-        return;
-    };
-    let old = u16::from_be_bytes([field[0], field[1]]);
-    field.copy_from_slice(&checksum::add_folded(old, sum, udp).to_be_bytes());
 }
 
 /// [`rewrite`] for the packet nearly every translated connection carries: IPv4 without

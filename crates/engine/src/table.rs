@@ -577,8 +577,21 @@ const EMPTY_BUCKET: Bucket = Bucket {
     ids: [NIL; SLOTS],
 };
 
+/// A chunk of [`CHUNK`] records. Fixed-size, so that an offset masked below `CHUNK` needs no
+/// bounds check on the per-packet path.
+type Chunk<T> = Box<[T; CHUNK]>;
+
+/// A chunk with every record `fill`, built on the heap (an array this size would overflow
+/// the stack on its way there).
+fn chunk<T: Clone>(fill: T) -> Chunk<T> {
+    match vec![fill; CHUNK].into_boxed_slice().try_into() {
+        Ok(c) => c,
+        Err(_) => unreachable!("a vector of CHUNK records converts to a chunk"),
+    }
+}
+
 pub(crate) struct Table {
-    chunks: Vec<Box<[Entry]>>,
+    chunks: Vec<Chunk<Entry>>,
     free: u32,
     /// Ids below this have been handed out at least once.
     high: u32,
@@ -602,9 +615,9 @@ pub(crate) struct Table {
     /// The whole second each entry was created at (of the caller's clock), in chunks
     /// parallel to `chunks`: only listings read it, so it stays off the entries' cache
     /// lines.
-    born: Vec<Box<[u32]>>,
+    born: Vec<Chunk<u32>>,
     /// Translation records, in chunks parallel to `chunks`; allocated on first use.
-    nat: Vec<Box<[NatExt]>>,
+    nat: Vec<Chunk<NatExt>>,
     nat_live: usize,
     /// Endpoint-independent mappings released since the caller last collected them.
     released: Vec<NatReleased>,
@@ -719,10 +732,7 @@ impl Table {
     pub(crate) fn ext(&self, id: u32) -> &NatExt {
         let c = (id >> CHUNK_SHIFT) as usize;
         let o = id as usize & (CHUNK - 1);
-        self.nat
-            .get(c)
-            .and_then(|chunk| chunk.get(o))
-            .unwrap_or(&NatExt::NONE)
+        self.nat.get(c).map_or(&NatExt::NONE, |chunk| &chunk[o])
     }
 
     #[inline(always)]
@@ -738,7 +748,7 @@ impl Table {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.chunks.len() * CHUNK * core::mem::size_of::<Entry>()
             + self.buckets.len() * core::mem::size_of::<Bucket>()
-            + self.chunks.capacity() * core::mem::size_of::<Box<[Entry]>>()
+            + self.chunks.capacity() * core::mem::size_of::<Chunk<Entry>>()
             + self.born.len() * CHUNK * core::mem::size_of::<u32>()
             + self.nat.len() * CHUNK * core::mem::size_of::<NatExt>()
             + self.syns.len() * core::mem::size_of::<IgnoredSyn>()
@@ -1113,14 +1123,13 @@ impl Table {
     /// Translation records for the first `chunks` chunks of ids.
     fn grow_nat(&mut self, chunks: usize) {
         while self.nat.len() < chunks {
-            self.nat.push(vec![NatExt::NONE; CHUNK].into_boxed_slice());
+            self.nat.push(chunk(NatExt::NONE));
         }
     }
 
     fn push_chunk(&mut self) {
-        self.chunks
-            .push(vec![Entry::FREE; CHUNK].into_boxed_slice());
-        self.born.push(vec![0; CHUNK].into_boxed_slice());
+        self.chunks.push(chunk(Entry::FREE));
+        self.born.push(chunk(0));
         self.floors.push(self.fresh_floor);
     }
 

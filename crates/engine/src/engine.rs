@@ -1506,13 +1506,13 @@ impl Engine {
         out: &mut Outcome,
         hooks: &mut H,
     ) {
-        let (mut key, mut ext) = (Key::EMPTY, NatExt::NONE);
-        match self.nat_plan(id, req, hooks, &mut key, &mut ext) {
+        let (mut key, mut ext, mut reply_hash) = (Key::EMPTY, NatExt::NONE, None);
+        match self.nat_plan(id, req, hooks, &mut key, &mut ext, &mut reply_hash) {
             Ok(true) => {
                 // The tuple the packet arrived with, needed (and copied) only off the fast path.
                 let fast = self.plain && ext.flags & crate::table::NAT_SEQ == 0;
                 let arrived = (!fast).then(|| self.table.get(id).key);
-                self.table.set_nat(id, &key, &ext);
+                self.table.set_nat(id, &key, &ext, reply_hash);
                 self.nat_stats.created += 1;
                 out.dnat = ext.flags & NAT_DST != 0;
                 if let Some(arrived) = arrived {
@@ -1553,6 +1553,7 @@ impl Engine {
         hooks: &mut H,
         key: &mut Key,
         ext: &mut NatExt,
+        reply_hash: &mut Option<u64>,
     ) -> Result<bool, DropReason> {
         let exhausted = DropReason::NatPortsExhausted;
         // Worked out in the caller's places; `ext` comes in as `NatExt::NONE`.
@@ -1593,10 +1594,11 @@ impl Engine {
             if family_code(fam) != m.family {
                 return Err(exhausted);
             }
-            let port = self
+            let (port, probed) = self
                 .pick_port(m, sa, s, req.ports, forced, hooks)
                 .ok_or(exhausted)?;
             if (sa, port) != (m.src, m.sport) {
+                *reply_hash = probed;
                 x.set_snat(sa, port);
                 x.flags |= NAT_SRC;
                 if s.report {
@@ -1616,7 +1618,9 @@ impl Engine {
 
     /// A source port (or ICMP identifier) for connection `m` leaving from `sa`: the one asked
     /// for, else its own, else the first free one of `range` from a keyed offset, so the
-    /// choice cannot be predicted. Protocols without ports keep theirs or fail.
+    /// choice cannot be predicted. Protocols without ports keep theirs or fail. With the port,
+    /// the hash of the reply tuple it gives, when working out whether that tuple was free
+    /// computed it: filing the connection under that tuple needs it again.
     fn pick_port<H: Hooks>(
         &self,
         m: &Key,
@@ -1625,51 +1629,60 @@ impl Engine {
         range: (u16, u16),
         forced: bool,
         hooks: &mut H,
-    ) -> Option<u16> {
+    ) -> Option<(u16, Option<u64>)> {
+        let mut probed = None;
         let mut free = |p: u16| {
             if forced && (sa, p) == (m.src, m.sport) {
                 return false;
             }
-            let reply = Key {
-                src: m.dst,
-                sport: m.dport,
-                dst: sa,
-                dport: p,
-                ..*m
-            };
             if (sa, p) == (m.src, m.sport) {
                 // Untranslated: the connection's own tuple must be free.
                 if self.table.in_use(m) {
                     return false;
                 }
-            } else if self.table.in_use(&reply) {
-                return false;
+            } else {
+                let reply = Key {
+                    src: m.dst,
+                    sport: m.dport,
+                    dst: sa,
+                    dport: p,
+                    ..*m
+                };
+                let h = self.table.hash(&reply);
+                probed = Some((p, h));
+                if self.table.in_use_hashed(h, &reply) {
+                    return false;
+                }
             }
             !s.ask || hooks.nat_port_usable(m.proto, s.addr, p)
         };
-        if let Some(p) = s.preferred {
-            if free(p) {
-                return Some(p);
+        let port = 'pick: {
+            if let Some(p) = s.preferred {
+                if free(p) {
+                    break 'pick Some(p);
+                }
             }
-        }
-        if free(m.sport) {
-            return Some(m.sport);
-        }
-        if !matches!(m.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6) {
-            return None;
-        }
-        let (lo, hi) = if range.0 <= range.1 {
-            range
-        } else {
-            (range.1, range.0)
-        };
-        let size = u32::from(hi - lo) + 1;
-        #[allow(clippy::cast_possible_truncation)]
-        let start = (self.table.hash(m) % u64::from(size)) as u32;
-        (0..size).find_map(|i| {
-            let p = u16::try_from((start + i) % size).ok()?.checked_add(lo)?;
-            (p != m.sport && free(p)).then_some(p)
-        })
+            if free(m.sport) {
+                break 'pick Some(m.sport);
+            }
+            if !matches!(m.proto, PROTO_TCP | PROTO_UDP | PROTO_ICMP | PROTO_ICMPV6) {
+                break 'pick None;
+            }
+            let (lo, hi) = if range.0 <= range.1 {
+                range
+            } else {
+                (range.1, range.0)
+            };
+            let size = u32::from(hi - lo) + 1;
+            #[allow(clippy::cast_possible_truncation)]
+            let start = (self.table.hash(m) % u64::from(size)) as u32;
+            (0..size).find_map(|i| {
+                let p = u16::try_from((start + i) % size).ok()?.checked_add(lo)?;
+                (p != m.sport && free(p)).then_some(p)
+            })
+        }?;
+        let hash = probed.and_then(|(p, h)| (p == port).then_some(h));
+        Some((port, hash))
     }
 
     /// Counts a packet against an entry and refreshes its expiry.

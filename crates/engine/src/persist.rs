@@ -614,7 +614,7 @@ impl Engine {
             if !opts.nat_reports {
                 x.flags &= !NAT_REPORT;
             }
-            self.table.set_nat(id, &key, &x);
+            self.table.set_nat(id, &key, &x, None);
             if x.flags & NAT_SRC != 0 && x.flags & NAT_REPORT != 0 {
                 report.nat_mappings.push(NatReleased {
                     proto: key.proto,

@@ -955,7 +955,13 @@ impl Table {
 
     /// Whether any connection is filed under `key` (either way round for an entry's own key).
     pub(crate) fn in_use(&self, key: &Key) -> bool {
-        self.find(self.hash(key), key, false, false).is_some()
+        self.in_use_hashed(self.hash(key), key)
+    }
+
+    /// [`Table::in_use`] for a `key` whose hash is `hash`.
+    #[inline(always)]
+    pub(crate) fn in_use_hashed(&self, hash: u64, key: &Key) -> bool {
+        self.find(hash, key, false, false).is_some()
     }
 
     /// Inserts a new entry; the caller has checked the key is absent and the limit.
@@ -1017,7 +1023,7 @@ impl Table {
 
     /// Gives entry `id` a translation: re-files it under `key` (the connection as tracking
     /// sees it from now on) and under the tuples its packets arrive with.
-    pub(crate) fn set_nat(&mut self, id: u32, key: &Key, ext: &NatExt) {
+    pub(crate) fn set_nat(&mut self, id: u32, key: &Key, ext: &NatExt, reply_hash: Option<u64>) {
         self.reserve(3);
         let old = self.get(id).key;
         // Source NAT alone leaves the key as it is: its slot stays.
@@ -1038,7 +1044,7 @@ impl Table {
         e.key = *key;
         e.status |= STATUS_NAT;
         self.nat_live += 1;
-        self.file_nat(id, key, ext, keep);
+        self.file_nat(id, key, ext, keep, reply_hash);
     }
 
     /// Files entry `id` under the tuples [`nat_forms`] lists (the key's slot only when it is
@@ -1047,7 +1053,9 @@ impl Table {
     /// returning an optional key) costs about 110 instructions more per translated
     /// connection. `Table::check` (`Engine::check_table`, run by the NAT tests) finds every
     /// entry under each `nat_forms` tuple, so the two cannot drift apart unnoticed.
-    fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool) {
+    /// `reply_hash`, when given, is the hash of the reply tuple, worked out already when its
+    /// port was checked free.
+    fn file_nat(&mut self, id: u32, key: &Key, x: &NatExt, filed: bool, reply_hash: Option<u64>) {
         if x.keeps_key_slot() && !filed {
             self.place(self.hash(key), id | FORM_KEY << FORM_SHIFT);
         }
@@ -1056,8 +1064,8 @@ impl Table {
             self.place(self.hash(&k), id | FORM_ORIGINAL << FORM_SHIFT);
         }
         if x.flags & NAT_SRC != 0 {
-            let k = x.arrive_reply(key);
-            self.place(self.hash(&k), id | FORM_REPLY << FORM_SHIFT);
+            let h = reply_hash.unwrap_or_else(|| self.hash(&x.arrive_reply(key)));
+            self.place(h, id | FORM_REPLY << FORM_SHIFT);
         }
     }
 

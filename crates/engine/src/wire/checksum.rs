@@ -57,13 +57,13 @@ pub(crate) fn sum(data: &[u8]) -> u64 {
 /// checksum (`udp`), zero (none sent) stays zero and a computed zero is sent as all ones.
 #[inline(always)]
 pub fn add_folded(old: u16, sum: u16, udp: bool) -> u16 {
-    if sum == 0 || (udp && old == 0) {
+    if udp && old == 0 {
         return old;
     }
-    // Two 16-bit values: at most one carry to fold back in.
-    let t = u32::from(!old) + u32::from(sum);
-    #[allow(clippy::cast_possible_truncation)]
-    let new = !(((t & 0xffff) + (t >> 16)) as u16);
+    // `~old + sum` with its one possible carry folded back in. A zero `sum` gives `old`
+    // back unchanged, so it needs no test of its own.
+    let (t, carry) = (!old).overflowing_add(sum);
+    let new = !t.wrapping_add(u16::from(carry));
     if udp && new == 0 {
         0xffff
     } else {

@@ -224,9 +224,9 @@ impl RowRewrite {
         p[12..24].copy_from_slice(&self.row[..12]);
         let udp = p[9] == crate::wire::PROTO_UDP;
         let ck = if udp { 26 } else { 36 };
-        let [ip_sum, l4_sum] = crate::table::row_sums(&self.row);
-        checksum::add_folded_at(p, 10, ip_sum, false);
-        checksum::add_folded_at(p, ck, l4_sum, udp);
+        let [ip_sum, l4_sum] = crate::table::row_sums_wire(&self.row);
+        checksum::add_folded_wire_at(p, 10, ip_sum, false);
+        checksum::add_folded_wire_at(p, ck, l4_sum, udp);
     }
 
     /// The destination rules see: after destination NAT (for a reply of a

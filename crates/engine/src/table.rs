@@ -247,47 +247,53 @@ impl NatExt {
     /// rewrite, from the tuple its packets arrive with to the one they leave with (see
     /// `NatExt::rows`). Runs once per translated connection; IPv6 keeps its addresses.
     pub(crate) fn fill_rows(&mut self, k: &Key) {
-        /// The sum of an IPv4 address's two 16-bit words.
-        fn words(a: &Addr) -> u64 {
-            u64::from(u16::from_be_bytes([a[0], a[1]]))
-                + u64::from(u16::from_be_bytes([a[2], a[3]]))
+        /// An IPv4 address as a number, and the sum of its two 16-bit words.
+        fn v4(a: &Addr) -> (u32, u64) {
+            let x = u32::from_be_bytes([a[0], a[1], a[2], a[3]]);
+            (x, u64::from(x >> 16) + u64::from(x & 0xffff))
         }
-        fn v4(a: &Addr) -> [u8; 4] {
-            [a[0], a[1], a[2], a[3]]
+        /// A row: the four fields as the packet leaves with them, then the two sums.
+        fn row(src: u32, dst: u32, sport: u16, dport: u16, sums: [u16; 2]) -> [u8; 16] {
+            let mut r = [0; 16];
+            r[..4].copy_from_slice(&src.to_be_bytes());
+            r[4..8].copy_from_slice(&dst.to_be_bytes());
+            r[8..10].copy_from_slice(&sport.to_be_bytes());
+            r[10..12].copy_from_slice(&dport.to_be_bytes());
+            // Big-endian, as the checksum fields they are added to: see `row_sums_wire`.
+            r[12..14].copy_from_slice(&sums[0].to_be_bytes());
+            r[14..16].copy_from_slice(&sums[1].to_be_bytes());
+            r
         }
         if k.family != 4 {
             return;
         }
-        // The translated source and the untranslated destination.
-        let (sa, sp) = if self.flags & NAT_SRC != 0 {
-            (&self.snat(), self.snat_port)
+        let (src, s) = v4(&k.src);
+        let (dst, d) = v4(&k.dst);
+        // The translated source and the untranslated destination. Until now each row holds
+        // its side's whole address (`set_snat`, `set_dnat`).
+        let ((sa, a), sp) = if self.flags & NAT_SRC != 0 {
+            (v4(&self.rows[0]), self.snat_port)
         } else {
-            (&k.src, k.sport)
+            ((src, s), k.sport)
         };
-        let (da, dp) = if self.flags & NAT_DST != 0 {
-            (&self.dnat(), self.dnat_port)
+        let ((da, b), dp) = if self.flags & NAT_DST != 0 {
+            (v4(&self.rows[1]), self.dnat_port)
         } else {
-            (&k.dst, k.dport)
+            ((dst, d), k.dport)
         };
         // Original packets arrive as k.src -> (da, dp) and leave as (sa, sp) -> k.dst;
         // replies arrive as k.dst -> (sa, sp) and leave as (da, dp) -> k.src. RFC 1624's
         // `~m + m'` is summed over every word, changed or not: an unchanged word adds 0xffff,
         // which is zero to a one's-complement sum, so the sums agree (modulo 0xffff) with
         // those over the changed words alone. Only a part where nothing changed must give 0
-        // (nothing to add) rather than 0xffff. The constants keep each total above zero.
-        let (s, d, a, b) = (words(&k.src), words(&k.dst), words(sa), words(da));
-        let ip = [4 * 0xffff + a + d - s - b, 4 * 0xffff + b + s - d - a];
-        let (ks, kd, ts, td) = (
-            u64::from(k.sport),
-            u64::from(k.dport),
-            u64::from(sp),
-            u64::from(dp),
-        );
-        let ports = [
-            2 * 0xffff + ts + kd - ks - td,
-            2 * 0xffff + td + ks - kd - ts,
-        ];
-        let ip_same = v4(sa) == v4(&k.src) && v4(da) == v4(&k.dst);
+        // (nothing to add) rather than 0xffff. The constants keep each total above zero. A
+        // reply undoes what its original did, so its totals are the originals' negated:
+        // the constant less the original's total.
+        let ip = 4 * 0xffff + a + d - s - b;
+        let (ks, kd) = (u64::from(k.sport), u64::from(k.dport));
+        let (ts, td) = (u64::from(sp), u64::from(dp));
+        let ports = 2 * 0xffff + ts + kd - ks - td;
+        let ip_same = sa == src && da == dst;
         let ports_same = sp == k.sport && dp == k.dport;
         // Every total is below 2^20, so two folding steps leave 16 bits.
         let fold = |t: u64| {
@@ -296,28 +302,21 @@ impl NatExt {
             let f = ((t & 0xffff) + (t >> 16)) as u16;
             f
         };
+        let sums = |ip: u64, l4: u64| {
+            [
+                if ip_same { 0 } else { fold(ip) },
+                if ip_same && ports_same { 0 } else { fold(l4) },
+            ]
+        };
+        let out = sums(ip, ip + ports);
+        let back = sums(8 * 0xffff - ip, 12 * 0xffff - ip - ports);
         // Each direction as it leaves: the original from the translated source to the
         // tracked destination, the reply from the untranslated destination to the tracked
         // source.
-        let leave = [(sa, sp, &k.dst, k.dport), (da, dp, &k.src, k.sport)];
-        let mut rows = [[0; 16]; 2];
-        for ((row, (src, sport, dst, dport)), (ip, ports)) in
-            rows.iter_mut().zip(leave).zip(ip.into_iter().zip(ports))
-        {
-            let ip_sum = if ip_same { 0 } else { fold(ip) };
-            let l4_sum = if ip_same && ports_same {
-                0
-            } else {
-                fold(ip + ports)
-            };
-            row[..4].copy_from_slice(&v4(src));
-            row[4..8].copy_from_slice(&v4(dst));
-            row[8..10].copy_from_slice(&sport.to_be_bytes());
-            row[10..12].copy_from_slice(&dport.to_be_bytes());
-            row[12..14].copy_from_slice(&ip_sum.to_ne_bytes());
-            row[14..16].copy_from_slice(&l4_sum.to_ne_bytes());
-        }
-        self.rows = rows;
+        self.rows = [
+            row(sa, dst, sp, k.dport, out),
+            row(da, src, dp, k.sport, back),
+        ];
         self.flags |= NAT_ROWS;
     }
 
@@ -333,9 +332,16 @@ impl NatExt {
 #[inline(always)]
 pub(crate) fn row_sums(r: &[u8; 16]) -> [u16; 2] {
     [
-        u16::from_ne_bytes([r[12], r[13]]),
-        u16::from_ne_bytes([r[14], r[15]]),
+        u16::from_be_bytes([r[12], r[13]]),
+        u16::from_be_bytes([r[14], r[15]]),
     ]
+}
+
+/// [`row_sums`] as they lie in the row, in network byte order, for
+/// `checksum::add_folded_wire_at`.
+#[inline(always)]
+pub(crate) fn row_sums_wire(r: &[u8; 16]) -> [[u8; 2]; 2] {
+    [[r[12], r[13]], [r[14], r[15]]]
 }
 
 /// A source-translated connection that asked to be reported has left the table.

@@ -81,6 +81,19 @@ pub fn add_folded_at(buf: &mut [u8], at: usize, sum: u16, udp: bool) {
     }
 }
 
+/// [`add_folded_at`] with the sum given as it would lie in a packet (big-endian). A
+/// one's-complement sum comes out the same in either byte order, byte-swapped (RFC 1071,
+/// 2(B)), so the field and the sum are added as they lie, without swapping either; the two
+/// values a UDP checksum treats specially, 0 and 0xffff, read the same both ways round.
+#[inline(always)]
+pub fn add_folded_wire_at(buf: &mut [u8], at: usize, sum: [u8; 2], udp: bool) {
+    if let Some(field) = buf.get_mut(at..at + 2) {
+        let old = u16::from_ne_bytes([field[0], field[1]]);
+        let new = add_folded(old, u16::from_ne_bytes(sum), udp);
+        field.copy_from_slice(&new.to_ne_bytes());
+    }
+}
+
 /// Folds a running sum to 16 bits (not complemented).
 #[inline]
 pub fn fold(mut sum: u64) -> u16 {
@@ -147,6 +160,32 @@ mod tests {
             assert_eq!(verifies_fast(sum(&ones)), verifies(add(0, &ones)));
             let zeros = vec![0u8; len];
             assert_eq!(sum(&zeros), 0);
+        }
+    }
+
+    /// Adding a sum to a field as they lie (byte-swapped, on a little-endian machine) gives
+    /// the bytes that adding them as big-endian numbers gives, for every field value, the
+    /// two special UDP values included, and a spread of sums.
+    #[test]
+    fn adding_as_the_bytes_lie_agrees_with_big_endian() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut sums = vec![0u16, 1, 0xfffe, 0xffff, 0x8000, 0x00ff, 0xff00];
+        for _ in 0..64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            sums.push((x >> 48) as u16);
+        }
+        for old in 0..=u16::MAX {
+            for &sum in &sums {
+                for udp in [false, true] {
+                    let mut a = old.to_be_bytes();
+                    let mut b = a;
+                    add_folded_at(&mut a, 0, sum, udp);
+                    add_folded_wire_at(&mut b, 0, sum.to_be_bytes(), udp);
+                    assert_eq!(a, b, "old {old:#06x} sum {sum:#06x} udp {udp}");
+                }
+            }
         }
     }
 

@@ -1032,8 +1032,9 @@ impl Table {
     pub(crate) fn set_nat(&mut self, id: u32, key: &Key, ext: &NatExt, reply_hash: Option<u64>) {
         self.reserve(3);
         let old = self.get(id).key;
-        // Source NAT alone leaves the key as it is: its slot stays.
-        let keep = old == *key && ext.keeps_key_slot();
+        // Source NAT alone leaves the key as it is (only destination NAT changes it, and
+        // a restored connection comes with its own): its slot stays.
+        let keep = ext.keeps_key_slot() && (ext.flags & NAT_DST == 0 || old == *key);
         if !keep {
             self.unplace(self.hash(&old), id);
         }

@@ -1436,7 +1436,7 @@ impl Engine {
     }
 
     /// The translation of a packet of a translated connection.
-    #[inline(never)]
+    #[inline(always)]
     fn translate_packet(&mut self, f: Found) -> Result<(), DropReason> {
         let table = &self.table;
         let x = table.ext(f.id);

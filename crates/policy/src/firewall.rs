@@ -941,16 +941,24 @@ impl Firewall {
             }
         });
         let d = self.judge(now, link, data, wire_len, ingress, la, nc.as_mut());
-        let pending = nc.map(|nc| Pending {
-            created,
-            opened: match (nc.ask, nc.plan.and_then(|p| p.snat)) {
-                (Some(a), Some(s)) => Some((a, s.endpoint_independent)),
-                _ => None,
-            },
-        });
-        self.nat = nat;
         let translate = d.verdict == Verdict::Accept && self.engine.translates();
-        (d, pending.filter(|_| translate))
+        // Nearly every translated packet belongs to a connection already open: no port was
+        // asked for, nothing else to look at.
+        let pending = match nc {
+            Some(nc) if translate => Some(Pending {
+                created,
+                opened: match nc.ask {
+                    Some(a) => nc
+                        .plan
+                        .and_then(|p| p.snat)
+                        .map(|s| (a, s.endpoint_independent)),
+                    None => None,
+                },
+            }),
+            _ => None,
+        };
+        self.nat = nat;
+        (d, pending)
     }
 
     /// [`Firewall::translate`] for nearly every translated packet: one of an established

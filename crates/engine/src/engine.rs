@@ -1561,13 +1561,12 @@ impl Engine {
         *m = self.table.get(id).key;
         let icmp = m.proto == PROTO_ICMP || m.proto == PROTO_ICMPV6;
         if let Some((addr, port)) = req.dnat {
-            let (fam, a) = wire::addr_of(addr).ok_or(exhausted)?;
-            if family_code(fam) != m.family {
-                return Err(exhausted);
-            }
+            let a = wire::addr_in(addr, m.family)
+                .ok_or(exhausted)?
+                .to_ne_bytes();
             // An ICMP query's second "port" is its class, which translation never changes.
             let port = if icmp { m.dport } else { port };
-            if (a, port) != (m.dst, m.dport) {
+            if a != m.dst || port != m.dport {
                 x.set_dnat(m.dst, m.dport);
                 x.flags |= NAT_DST;
                 m.dst = a;
@@ -1589,15 +1588,14 @@ impl Engine {
             });
             forced = true;
         }
-        if let Some(s) = snat {
-            let (fam, sa) = wire::addr_of(s.addr).ok_or(exhausted)?;
-            if family_code(fam) != m.family {
-                return Err(exhausted);
-            }
+        if let Some(s) = &snat {
+            let sa = wire::addr_in(s.addr, m.family)
+                .ok_or(exhausted)?
+                .to_ne_bytes();
             let (port, probed) = self
                 .pick_port(m, sa, s, req.ports, forced, hooks)
                 .ok_or(exhausted)?;
-            if (sa, port) != (m.src, m.sport) {
+            if sa != m.src || port != m.sport {
                 *reply_hash = probed;
                 x.set_snat(sa, port);
                 x.flags |= NAT_SRC;
@@ -1625,17 +1623,22 @@ impl Engine {
         &self,
         m: &Key,
         sa: Addr,
-        s: crate::nat::SnatRequest,
+        s: &crate::nat::SnatRequest,
         range: (u16, u16),
         forced: bool,
         hooks: &mut H,
     ) -> Option<(u16, Option<u64>)> {
         let mut probed = None;
+        // Whether the port leaves the tuple as it was. (Compared field by field: a tuple of
+        // address and port is assembled on the stack in pieces that its comparison then
+        // reads across; see `wire::addr_in`.)
+        let own = sa == m.src;
         let mut free = |p: u16| {
-            if forced && (sa, p) == (m.src, m.sport) {
+            let untranslated = own && p == m.sport;
+            if forced && untranslated {
                 return false;
             }
-            if (sa, p) == (m.src, m.sport) {
+            if untranslated {
                 // Untranslated: the connection's own tuple must be free.
                 if self.table.in_use(m) {
                     return false;

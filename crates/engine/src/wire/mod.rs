@@ -295,6 +295,21 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
     })
 }
 
+/// `ip` as an [`Addr`] (in its bytes, `Addr::to_ne_bytes` gives them back), when it is of the
+/// family whose code (4 or 6) is `family`. A `u128`, aligned, rather than an array beside a
+/// family tag (as [`addr_of`] gives): there the array sits at an odd offset, is copied in
+/// pieces, and a whole-array read then spans the pieces, which the processor cannot serve
+/// from its store queue. Seen in the code generated for a new translated connection; the
+/// wall-clock gain was within the benchmark's noise, the instruction count fell by 5.
+#[inline(always)]
+pub(crate) fn addr_in(ip: IpAddr, family: u8) -> Option<u128> {
+    match ip {
+        IpAddr::V4(v4) if family == 4 => Some(u128::from(u32::from_ne_bytes(v4.octets()))),
+        IpAddr::V6(v6) if family == 6 => Some(u128::from_ne_bytes(v6.octets())),
+        _ => None,
+    }
+}
+
 pub(crate) fn addr_of(ip: IpAddr) -> Option<(Family, Addr)> {
     Some(match ip {
         IpAddr::V4(v4) => {

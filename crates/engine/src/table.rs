@@ -124,7 +124,8 @@ pub(crate) struct NatExt {
     /// destination address, source port and destination port as the packet leaves with
     /// them (bytes 12 to 24 of its IPv4 header, so a rewrite copies them as they are), then
     /// what the rewrite adds to the IPv4 header checksum and to the transport checksum
-    /// (RFC 1624's `~m + m'` over the changed words, folded). Every packet of a direction
+    /// (RFC 1624's `~m + m'` over the changed words, folded; big-endian, like the fields
+    /// they are added to, so they are added as they lie). Every packet of a direction
     /// changes the same fields from the same values. The row still begins with `snat` (or
     /// `dnat`) when it is translated: the accessors read it from there.
     rows: [[u8; 16]; 2],

@@ -719,12 +719,7 @@ impl Table {
         if self.get(id).status & STATUS_NAT == 0 {
             return false;
         }
-        let c = (id >> CHUNK_SHIFT) as usize;
-        match self
-            .nat
-            .get_mut(c)
-            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
-        {
+        match self.ext_mut(id) {
             Some(x) => {
                 x.seq_delta = delta;
                 x.flags |= NAT_SEQ;
@@ -732,6 +727,14 @@ impl Table {
             }
             None => false,
         }
+    }
+
+    /// Entry `id`'s translation record, if its chunk of records is allocated.
+    #[inline]
+    fn ext_mut(&mut self, id: u32) -> Option<&mut NatExt> {
+        let c = (id >> CHUNK_SHIFT) as usize;
+        let o = id as usize & (CHUNK - 1);
+        self.nat.get_mut(c).map(|chunk| &mut chunk[o])
     }
 
     /// The translation of entry `id` (`NatExt::NONE` if it has none).
@@ -1039,13 +1042,8 @@ impl Table {
         if !keep {
             self.unplace(self.hash(&old), id);
         }
-        let c = (id >> CHUNK_SHIFT) as usize;
-        self.grow_nat(c + 1);
-        if let Some(slot) = self
-            .nat
-            .get_mut(c)
-            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
-        {
+        self.grow_nat((id >> CHUNK_SHIFT) as usize + 1);
+        if let Some(slot) = self.ext_mut(id) {
             *slot = *ext;
         }
         let e = self.get_mut(id);
@@ -1177,12 +1175,7 @@ impl Table {
         if x.flags & NAT_SRC != 0 && x.flags & NAT_REPORT != 0 {
             self.report_release(key, &x);
         }
-        let c = (id >> CHUNK_SHIFT) as usize;
-        if let Some(slot) = self
-            .nat
-            .get_mut(c)
-            .and_then(|chunk| chunk.get_mut(id as usize & (CHUNK - 1)))
-        {
+        if let Some(slot) = self.ext_mut(id) {
             *slot = NatExt::NONE;
         }
         self.nat_live -= 1;

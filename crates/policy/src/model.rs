@@ -426,7 +426,7 @@ pub struct Defaults {
     pub synflood_protect: bool,
     pub synflood_limit: Limit,
     /// A source whose refused new connections reach this many distinct ports within
-    /// `scan_window` is reported as a port scan (0: off).
+    /// `scan_window` is reported as a port scan (0: off; at most 256).
     pub scan_ports: u16,
     pub scan_window: Time,
 }

@@ -9,9 +9,11 @@
 //! attempt that crosses the line is reported once for that window.
 //!
 //! Memory is fixed: an 8-way set-associative table of sources under a keyed hash (as the
-//! per-source rate limits keep theirs), 32 bytes a slot. Distinct ports are counted in a
-//! 64-bit map of hashed ports, so the count can only run low (two ports sharing a bit count
-//! once), never high: no source is reported for fewer ports than the threshold.
+//! per-source rate limits keep theirs). Each source remembers the distinct ports it has tried
+//! this window, at most `threshold - 1` of them (the next new one makes the report), so the
+//! count is exact: a source is reported after exactly `threshold` distinct ports, whatever
+//! the key, and replaying a capture reports the same scans every time. The threshold is
+//! capped at [`MAX_SCAN_PORTS`] to bound that memory.
 
 use core::net::IpAddr;
 
@@ -86,12 +88,16 @@ impl Scan {
 
 const WAYS: usize = 8;
 
+/// The largest `scan_ports` threshold: each tracked source keeps up to this many ports
+/// (2 bytes each), so 4,096 sources need at most 2 MiB.
+pub const MAX_SCAN_PORTS: u16 = 256;
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Slot {
     addr: u128,
     /// When this source's window began (nanoseconds of the caller's clock).
     start: u64,
-    ports: u64,
+    /// Distinct ports tried this window (the first `count` of this slot's port list).
     count: u16,
     used: bool,
     reported: bool,
@@ -101,6 +107,9 @@ struct Slot {
 #[derive(Clone, Debug)]
 pub struct PortScans {
     slots: Vec<Slot>,
+    /// `stride` ports per slot, slot by slot.
+    ports: Vec<u16>,
+    stride: usize,
     set_mask: u64,
     hasher: ahash::RandomState,
     threshold: u16,
@@ -109,12 +118,22 @@ pub struct PortScans {
 
 impl PortScans {
     /// A table of at least `capacity` sources; `threshold` distinct ports within `window`
-    /// make a scan (a threshold of 0 turns detection off).
+    /// make a scan (a threshold of 0 turns detection off; one above [`MAX_SCAN_PORTS`] is
+    /// lowered to it).
     pub fn new(threshold: u16, window: Time, capacity: usize, key: [u64; 4]) -> PortScans {
-        let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let threshold = threshold.min(MAX_SCAN_PORTS);
+        let (sets, stride) = if threshold == 0 {
+            (0, 0)
+        } else {
+            let sets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+            (sets, usize::from(threshold - 1))
+        };
+        let slots = sets.saturating_mul(WAYS);
         PortScans {
-            slots: vec![Slot::default(); sets.saturating_mul(WAYS)],
-            set_mask: u64::try_from(sets - 1).unwrap_or(0),
+            slots: vec![Slot::default(); slots],
+            ports: vec![0; slots.saturating_mul(stride)],
+            stride,
+            set_mask: u64::try_from(sets.saturating_sub(1)).unwrap_or(0),
             hasher: ahash::RandomState::with_seeds(key[3], key[2], key[1], key[0]),
             threshold,
             window: window.as_nanos(),
@@ -133,7 +152,6 @@ impl PortScans {
         };
         let now = now.as_nanos();
         let set = self.hasher.hash_one(addr) & self.set_mask;
-        let bit = 1u64 << (self.hasher.hash_one((addr, port)) & 63);
         let start = usize::try_from(set).unwrap_or(0).saturating_mul(WAYS);
         let window = self.window;
         let threshold = self.threshold;
@@ -141,6 +159,12 @@ impl PortScans {
             return false;
         };
         let stale = |s: &Slot| !s.used || now.saturating_sub(s.start) >= window;
+        let fresh = Slot {
+            addr,
+            start: now,
+            used: true,
+            ..Slot::default()
+        };
         let i = match ways.iter().position(|s| s.used && s.addr == addr) {
             Some(i) => i,
             None => {
@@ -153,12 +177,7 @@ impl PortScans {
                         .map_or(0, |(i, _)| i)
                 });
                 if let Some(s) = ways.get_mut(i) {
-                    *s = Slot {
-                        addr,
-                        start: now,
-                        used: true,
-                        ..Slot::default()
-                    };
+                    *s = fresh;
                 }
                 i
             }
@@ -167,20 +186,26 @@ impl PortScans {
             return false;
         };
         if now.saturating_sub(s.start) >= window {
-            *s = Slot {
-                addr,
-                start: now,
-                used: true,
-                ..Slot::default()
-            };
+            *s = fresh;
         }
-        if s.ports & bit == 0 {
-            s.ports |= bit;
-            s.count = s.count.saturating_add(1);
+        if s.reported {
+            return false;
         }
-        if s.count >= threshold && !s.reported {
+        let first = start.saturating_add(i).saturating_mul(self.stride);
+        let Some(seen) = self.ports.get_mut(first..first.saturating_add(self.stride)) else {
+            return false;
+        };
+        let count = usize::from(s.count);
+        if seen.get(..count).is_some_and(|tried| tried.contains(&port)) {
+            return false;
+        }
+        if s.count.saturating_add(1) >= threshold {
             s.reported = true;
             return true;
+        }
+        if let Some(slot) = seen.get_mut(count) {
+            *slot = port;
+            s.count = s.count.saturating_add(1);
         }
         false
     }
@@ -227,5 +252,34 @@ mod tests {
         // A new window, a new report.
         let later = Time::from_secs(10_000);
         assert!((1..=200u16).any(|port| p.refused(src, port, later)));
+    }
+
+    #[test]
+    fn the_count_is_exact_whatever_the_key() {
+        let src: IpAddr = [198, 51, 100, 66].into();
+        let t = Time::from_secs(1);
+        for k in 0..200u64 {
+            let key = [k, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), !k, k << 7];
+            for threshold in [1u16, 2, 20, MAX_SCAN_PORTS] {
+                let mut p = PortScans::new(threshold, Time::from_secs(10), 64, key);
+                // Repeats of ports already tried never count.
+                for port in 1..threshold {
+                    assert!(!p.refused(src, port, t));
+                    assert!(!p.refused(src, 1, t));
+                }
+                assert!(
+                    p.refused(src, threshold.saturating_add(1000), t),
+                    "{k} {threshold}"
+                );
+                assert!(!p.refused(src, 60_000, t), "once per window");
+            }
+        }
+        // Above the cap: the cap.
+        let mut p = PortScans::new(u16::MAX, Time::from_secs(10), 64, [1; 4]);
+        let hit = (1..=1000u16).position(|port| p.refused(src, port, t));
+        assert_eq!(hit, Some(usize::from(MAX_SCAN_PORTS) - 1));
+        // Off.
+        let mut p = PortScans::new(0, Time::from_secs(10), 64, [1; 4]);
+        assert!(!(1..=1000u16).any(|port| p.refused(src, port, t)));
     }
 }

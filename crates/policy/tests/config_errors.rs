@@ -147,6 +147,7 @@ fn unknown_field_lists_the_allowed_ones() {
         "use `antispoof`",
     );
     error_in("[defaults]\nscan_ports = 70000\n", 2, 14, "scan_ports");
+    error_in("[defaults]\nscan_ports = 257\n", 2, 14, "from 0 to 256");
     error_in(
         "[tracking]\nadaptive_start = 80\nadaptive_end = 70\n",
         3,

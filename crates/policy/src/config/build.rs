@@ -714,7 +714,7 @@ fn defaults(cx: &mut Cx, sec: Section, d: &mut Defaults) -> ZoneFallback {
     }
     if let Some(v) = sec.get("scan_ports") {
         if let Some(n) = cx
-            .integer(v, "scan_ports", 0, i128::from(u16::MAX))
+            .integer(v, "scan_ports", 0, i128::from(crate::scan::MAX_SCAN_PORTS))
             .and_then(|n| u16::try_from(n).ok())
         {
             d.scan_ports = n;

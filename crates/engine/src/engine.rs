@@ -1441,17 +1441,14 @@ impl Engine {
         let table = &self.table;
         let x = table.ext(f.id);
         let flags = x.flags;
-        // The connection's own tuple is what tracking sees; on the wire only a direction
-        // that no translation touches may carry it. Which form matched follows the
-        // packet's direction, which the branch predictor cannot guess, so the test is
-        // arithmetic with one branch that is almost never taken: the translation bit of
-        // the direction, shifted out of the flags' byte unless the key form matched
-        // (`FORM_KEY` is 0; forms are below 4).
-        const _: () = assert!(FORM_KEY == 0 && NAT_SRC == 1 && NAT_DST == 2);
-        let moved = u32::from(NAT_DST >> (f.dir & 1)) << (8 * (f.form & 3));
-        if u32::from(flags) & moved != 0 {
-            self.nat_stats.bypass += 1;
-            return Err(DropReason::NatBypass);
+        if f.form == FORM_KEY {
+            // The connection's own tuple is what tracking sees; on the wire only a
+            // direction that no translation touches may carry it.
+            let moved = if f.dir == 0 { NAT_DST } else { NAT_SRC };
+            if flags & moved != 0 {
+                self.nat_stats.bypass += 1;
+                return Err(DropReason::NatBypass);
+            }
         }
         let seq = flags & crate::table::NAT_SEQ != 0;
         if seq {

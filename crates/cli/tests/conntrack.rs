@@ -222,8 +222,14 @@ fn events_are_printed_as_conntrack_e_prints_them() {
             }
         }
     });
-    // The stream subscribes well within this.
-    std::thread::sleep(Duration::from_millis(800));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.event_streams() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "conntrack -E never subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)
         .ipv4(HOST, REMOTE, 64)

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,8 @@ pub fn parse_events(query: &str) -> Result<EventsQuery, ApiError> {
 #[derive(Default)]
 pub(crate) struct Hub {
     state: Mutex<HubState>,
+    /// Streams subscribed and not yet ended.
+    streams: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -131,6 +133,11 @@ struct HubState {
 }
 
 impl Hub {
+    /// Streams subscribed and not yet ended.
+    pub(crate) fn streams(&self) -> usize {
+        self.streams.load(Ordering::SeqCst)
+    }
+
     /// Moves the engine's new events in; returns the number the next event will have and
     /// how many events the engine has lost in all.
     fn pull(&self, router: &Mutex<Router>) -> (u64, u64) {
@@ -212,15 +219,20 @@ pub(crate) fn spawn_stream(
 ) {
     // Subscribing: only what happens from now on, as conntrack -E.
     let (start, lost0) = hub.pull(&router);
+    hub.streams.fetch_add(1, Ordering::SeqCst);
+    let counted = hub.clone();
     let spawned = std::thread::Builder::new()
         .name("keepstate-events".into())
         .spawn(move || {
             let mut w = req.into_writer();
             // A client that went away is no concern of ours.
             let _ = stream(&mut *w, &q, &hub, &router, &stop, start, lost0);
+            hub.streams.fetch_sub(1, Ordering::SeqCst);
         });
-    // Without a thread the request is dropped, and tiny_http closes the connection.
-    drop(spawned);
+    if spawned.is_err() {
+        // Without a thread the request is dropped, and tiny_http closes the connection.
+        counted.streams.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn stream(

@@ -73,12 +73,19 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     addr: SocketAddr,
+    hub: Arc<Hub>,
 }
 
 impl Server {
     /// The address it listens on (with the port the system chose, for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How many `GET /api/v1/events` streams are subscribed now: each sees the events from
+    /// its subscription on, so whoever makes events for a stream can wait for it.
+    pub fn event_streams(&self) -> usize {
+        self.hub.streams()
     }
 
     /// Stops accepting requests and waits for the one in hand to be answered.
@@ -133,13 +140,14 @@ where
     let bound = inner.server_addr().to_ip().unwrap_or(addr);
     let inner = Arc::new(inner);
     let stop = Arc::new(AtomicBool::new(false));
+    let hub = Arc::new(Hub::default());
     let ctx = Ctx {
         router,
         now: Box::new(now),
         token,
         started: Instant::now(),
         config,
-        hub: Arc::new(Hub::default()),
+        hub: hub.clone(),
         stop: stop.clone(),
     };
     let (srv, flag) = (inner.clone(), stop.clone());
@@ -159,6 +167,7 @@ where
         stop,
         thread: Some(thread),
         addr: bound,
+        hub,
     })
 }
 

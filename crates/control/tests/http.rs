@@ -702,8 +702,14 @@ fn events_stream_new_and_destroy_as_conntrack_e_prints_them() {
             None,
         )
     });
-    // Both streams subscribe well within this.
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while s.event_streams() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the streams never subscribed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     {
         let mut f = Vec::new();
         etherparse::PacketBuilder::ethernet2(HOST_MAC, LAN_MAC)

@@ -588,6 +588,14 @@ const EMPTY_BUCKET: Bucket = Bucket {
 /// bounds check on the per-packet path.
 type Chunk<T> = Box<[T; CHUNK]>;
 
+/// Where id `id` lives: its chunk, and its offset in the chunk (below [`CHUNK`], so indexing
+/// a [`Chunk`] with it needs no bounds check). Entries, creation times and translation
+/// records share the layout.
+#[inline(always)]
+fn split(id: u32) -> (usize, usize) {
+    ((id >> CHUNK_SHIFT) as usize, id as usize & (CHUNK - 1))
+}
+
 /// A chunk with every record `fill`, built on the heap (an array this size would overflow
 /// the stack on its way there).
 fn chunk<T: Clone>(fill: T) -> Chunk<T> {
@@ -704,9 +712,8 @@ impl Table {
 
     #[inline(always)]
     fn prefetch_ext(&self, id: u32) {
-        let c = (id >> CHUNK_SHIFT) as usize;
+        let (c, o) = split(id);
         if let Some(chunk) = self.nat.get(c) {
-            let o = id as usize & (CHUNK - 1);
             // Records are not line-aligned: most straddle two lines.
             let p = chunk.as_ptr().wrapping_add(o).cast::<u8>();
             prefetch_read(p);
@@ -732,16 +739,14 @@ impl Table {
     /// Entry `id`'s translation record, if its chunk of records is allocated.
     #[inline]
     fn ext_mut(&mut self, id: u32) -> Option<&mut NatExt> {
-        let c = (id >> CHUNK_SHIFT) as usize;
-        let o = id as usize & (CHUNK - 1);
+        let (c, o) = split(id);
         self.nat.get_mut(c).map(|chunk| &mut chunk[o])
     }
 
     /// The translation of entry `id` (`NatExt::NONE` if it has none).
     #[inline]
     pub(crate) fn ext(&self, id: u32) -> &NatExt {
-        let c = (id >> CHUNK_SHIFT) as usize;
-        let o = id as usize & (CHUNK - 1);
+        let (c, o) = split(id);
         self.nat.get(c).map_or(&NatExt::NONE, |chunk| &chunk[o])
     }
 
@@ -859,22 +864,19 @@ impl Table {
 
     #[inline(always)]
     pub(crate) fn get(&self, id: u32) -> &Entry {
-        let c = (id >> CHUNK_SHIFT) as usize;
-        let o = id as usize & (CHUNK - 1);
+        let (c, o) = split(id);
         &self.chunks[c][o]
     }
 
     #[inline(always)]
     pub(crate) fn get_mut(&mut self, id: u32) -> &mut Entry {
-        let c = (id >> CHUNK_SHIFT) as usize;
-        let o = id as usize & (CHUNK - 1);
+        let (c, o) = split(id);
         &mut self.chunks[c][o]
     }
 
     pub(crate) fn get_opt(&self, id: u32) -> Option<&Entry> {
-        self.chunks
-            .get((id >> CHUNK_SHIFT) as usize)?
-            .get(id as usize & (CHUNK - 1))
+        let (c, o) = split(id);
+        self.chunks.get(c).map(|chunk| &chunk[o])
     }
 
     /// Finds the entry for a packet tuple: its id, the packet's direction and the form that
@@ -1042,7 +1044,7 @@ impl Table {
         if !keep {
             self.unplace(self.hash(&old), id);
         }
-        self.grow_nat((id >> CHUNK_SHIFT) as usize + 1);
+        self.grow_nat(split(id).0 + 1);
         if let Some(slot) = self.ext_mut(id) {
             *slot = *ext;
         }
@@ -1267,7 +1269,7 @@ impl Table {
         let mut live = 0;
         for (id, e) in self.iter() {
             live += 1;
-            let floor = self.floors.get((id >> CHUNK_SHIFT) as usize).copied();
+            let floor = self.floors.get(split(id).0).copied();
             if floor.is_some_and(|f| e.expires < f) {
                 return Err(format!(
                     "entry {id} expires at {}, before its chunk's floor {floor:?}",

@@ -37,6 +37,8 @@ pub struct Seg {
     pub flags: u8,
     pub window: u16,
     pub mss: Option<u16>,
+    /// The timestamps option (RFC 7323): the sender's value and the one it echoes.
+    pub ts: Option<(u32, u32)>,
 }
 
 /// Appends a whole TCP frame to `buf` (cleared first).
@@ -62,12 +64,25 @@ pub fn tcp(
     if s.flags & TCP_ACK != 0 {
         b = b.ack(s.ack);
     }
-    if let Some(mss) = s.mss {
+    // A SYN's options in Linux's order; any other segment's timestamps after two NOPs, so
+    // that they sit on a 4-byte boundary (RFC 7323, appendix A).
+    let ts = s.ts.map(|(val, ecr)| TcpOptionElement::Timestamp(val, ecr));
+    let options: Vec<TcpOptionElement> = match s.mss {
+        Some(mss) => [
+            Some(TcpOptionElement::MaximumSegmentSize(mss)),
+            Some(TcpOptionElement::SelectiveAcknowledgementPermitted),
+            ts,
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        None => ts
+            .map(|t| vec![TcpOptionElement::Noop, TcpOptionElement::Noop, t])
+            .unwrap_or_default(),
+    };
+    if !options.is_empty() {
         b = b
-            .options(&[
-                TcpOptionElement::MaximumSegmentSize(mss),
-                TcpOptionElement::SelectiveAcknowledgementPermitted,
-            ])
+            .options(&options)
             .map_err(|e| anyhow::anyhow!("tcp options: {e}"))?;
     }
     buf.clear();

@@ -185,6 +185,7 @@ impl Gen {
             flags,
             window: 64_240,
             mss,
+            ts: None,
         };
         let (mut cs, mut ss) = (isn_c, isn_s);
         let mut t = t0;
@@ -487,6 +488,7 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
             flags: TCP_SYN,
             window: 1024,
             mss: Some(1460),
+            ts: None,
         };
         #[allow(clippy::cast_precision_loss)]
         let t = 12.0 + 0.03 * k as f64;
@@ -513,6 +515,7 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         flags: TCP_SYN,
         window: 64_240,
         mss: Some(1460),
+        ts: None,
     };
     g.seg(13.5, false, pinger, wan_addr, s, &[])?;
 
@@ -525,6 +528,7 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         flags: TCP_SYN,
         window: 1024,
         mss: Some(1440),
+        ts: None,
     };
     g.seg(12.5, false, ip("2001:db8:bad::66")?, h23v6, s, &[])?;
 
@@ -544,6 +548,7 @@ fn build() -> Result<Vec<(u64, Vec<u8>)>> {
         flags: TCP_SYN | TCP_ACK,
         window: 64_240,
         mss: Some(1460),
+        ts: None,
     };
     g.seg(17.0, false, ip("203.0.113.88")?, h23, s, &[])?;
 

@@ -42,6 +42,10 @@ pub struct Args {
     /// tells the two apart.
     #[arg(long, value_name = "N", default_value_t = 0)]
     syn_flood: u64,
+    /// Every segment carries the timestamps option, as Linux sends it once both ends agree
+    /// (RFC 7323): after MSS and SACK-permitted on the SYNs, after two NOPs on the rest.
+    #[arg(long)]
+    timestamps: bool,
     /// Output pcap file.
     #[arg(short, long)]
     output: PathBuf,
@@ -113,10 +117,27 @@ struct Out {
     w: PcapWriter<BufWriter<File>>,
     buf: Vec<u8>,
     n: u64,
+    timestamps: bool,
 }
 
 impl Out {
-    fn seg(&mut self, c: &Conn, from_client: bool, s: Seg, payload: &[u8]) -> Result<()> {
+    fn seg(&mut self, c: &Conn, from_client: bool, mut s: Seg, payload: &[u8]) -> Result<()> {
+        if self.timestamps {
+            // A millisecond clock per end (packets are a microsecond apart), each end echoing
+            // the other's; a SYN has nothing to echo yet.
+            let ms = u32::try_from(self.n / 1000).unwrap_or(u32::MAX);
+            let (own, peer) = if from_client {
+                (c.isn_c, c.isn_s)
+            } else {
+                (c.isn_s, c.isn_c)
+            };
+            let echo = if s.flags & TCP_ACK != 0 {
+                peer.wrapping_add(ms)
+            } else {
+                0
+            };
+            s.ts = Some((own.wrapping_add(ms), echo));
+        }
         let ip = if from_client {
             frames::ip(CLIENT_MAC, SERVER_MAC, c.client, c.server, 64)?
         } else {
@@ -150,6 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
         w,
         buf: Vec::with_capacity(128),
         n: 0,
+        timestamps: args.timestamps,
     };
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut order: Vec<u32> = (0..args.connections).collect();
@@ -163,6 +185,7 @@ pub fn run(args: &Args) -> Result<()> {
         flags: TCP_SYN,
         window: WINDOW,
         mss,
+        ts: None,
     };
 
     // Opens: SYN, SYN/ACK, ACK per connection, connections in random order.
@@ -178,6 +201,7 @@ pub fn run(args: &Args) -> Result<()> {
             flags: TCP_SYN | TCP_ACK,
             window: WINDOW,
             mss,
+            ts: None,
         };
         out.seg(&c, false, synack, &[])?;
         out.seg(&c, true, client_seg(&c, 0, TCP_ACK), &[])?;
@@ -269,6 +293,7 @@ impl Flood {
             flags: TCP_SYN,
             window: WINDOW,
             mss: Some(1460),
+            ts: None,
         };
         let ip = frames::ip(SERVER_MAC, CLIENT_MAC, src.into(), dst.into(), 64)?;
         frames::tcp(&mut out.buf, ip, s, &[])?;
@@ -297,6 +322,7 @@ fn client_seg(c: &Conn, r: u32, flags: u8) -> Seg {
         flags,
         window: WINDOW,
         mss: None,
+        ts: None,
     }
 }
 
@@ -316,5 +342,6 @@ fn server_seg(c: &Conn, r: u32, acked: u32, flags: u8) -> Seg {
         flags,
         window: WINDOW,
         mss: None,
+        ts: None,
     }
 }

@@ -838,28 +838,53 @@ pub(crate) fn parse_transport<'a>(
     }
 }
 
-fn parse_tcp_options(mut o: &[u8]) -> Result<TcpOptions, DropReason> {
+/// A TCP header's options. The layout nearly every segment of an established connection
+/// carries once timestamps are agreed (two NOPs, then the timestamps: RFC 7323, appendix A,
+/// as Linux and the BSDs send it) is recognised whole, as Linux's `tcp_fast_parse_options`
+/// does; anything else is walked option by option.
+#[inline(always)]
+fn parse_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
+    if let &[1, 1, 8, 10, a0, a1, a2, a3, e0, e1, e2, e3] = o {
+        return Ok(TcpOptions {
+            timestamp: Some((
+                u32::from_be_bytes([a0, a1, a2, a3]),
+                u32::from_be_bytes([e0, e1, e2, e3]),
+            )),
+            ..TcpOptions::default()
+        });
+    }
+    walk_tcp_options(o)
+}
+
+#[inline(never)]
+fn walk_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
-    while let Some((&kind, rest)) = o.split_first() {
+    let mut i = 0;
+    while let Some(&kind) = o.get(i) {
         match kind {
             0 => break,
             1 => {
-                o = rest;
+                i += 1;
                 continue;
             }
             _ => {}
         }
-        let len = usize::from(*rest.first().ok_or(DropReason::TcpBadOption)?);
-        if len < 2 || len > o.len() {
-            return Err(DropReason::TcpBadOption);
-        }
-        let body = o.get(2..len).ok_or(DropReason::TcpBadOption)?;
-        match (kind, body.len()) {
-            (2, 2) => out.mss = u16_at(body, 0),
-            (3, 1) => out.window_scale = u8_at(body, 0),
-            (4, 0) => out.sack_permitted = true,
-            (5, n) if n % 8 == 0 => {
-                for block in body.chunks_exact(8) {
+        let len = usize::from(*o.get(i + 1).ok_or(DropReason::TcpBadOption)?);
+        // For a length below 2 the range runs backwards and `get` refuses it, as it does
+        // one past the end.
+        let body = o.get(i + 2..i + len).ok_or(DropReason::TcpBadOption)?;
+        match (kind, body) {
+            (2, &[a, b]) => out.mss = Some(u16::from_be_bytes([a, b])),
+            (3, &[s]) => out.window_scale = Some(s),
+            (4, []) => out.sack_permitted = true,
+            (8, &[a0, a1, a2, a3, e0, e1, e2, e3]) => {
+                out.timestamp = Some((
+                    u32::from_be_bytes([a0, a1, a2, a3]),
+                    u32::from_be_bytes([e0, e1, e2, e3]),
+                ));
+            }
+            (5, blocks) if blocks.len() % 8 == 0 => {
+                for block in blocks.chunks_exact(8) {
                     if let Some(right) = u32_at(block, 4) {
                         out.sack_max = Some(match out.sack_max {
                             Some(m) if crate::seq::after(m, right) => m,
@@ -868,11 +893,10 @@ fn parse_tcp_options(mut o: &[u8]) -> Result<TcpOptions, DropReason> {
                     }
                 }
             }
-            (8, 8) => out.timestamp = u32_at(body, 0).zip(u32_at(body, 4)),
             (2..=5 | 8, _) => return Err(DropReason::TcpBadOption),
             _ => {}
         }
-        o = o.get(len..).unwrap_or(&[]);
+        i += len;
     }
     Ok(out)
 }
@@ -922,4 +946,173 @@ pub(crate) fn tcp_flags_valid(flags: u8) -> bool {
             | TCP_ACK
             | 0x30 // ACK|URG
     )
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::{parse_tcp_options, TcpOptions};
+    use crate::reason::DropReason;
+    use etherparse::{TcpHeader, TcpOptionElement};
+
+    /// The walker as it was before the timestamps' fast path and the indexed loop: the
+    /// reference the parser must agree with on every input.
+    fn reference(mut o: &[u8]) -> Result<TcpOptions, DropReason> {
+        let mut out = TcpOptions::default();
+        while let Some((&kind, rest)) = o.split_first() {
+            match kind {
+                0 => break,
+                1 => {
+                    o = rest;
+                    continue;
+                }
+                _ => {}
+            }
+            let len = usize::from(*rest.first().ok_or(DropReason::TcpBadOption)?);
+            if len < 2 || len > o.len() {
+                return Err(DropReason::TcpBadOption);
+            }
+            let body = o.get(2..len).ok_or(DropReason::TcpBadOption)?;
+            let be32 = |b: &[u8], at: usize| {
+                b.get(at..at + 4)
+                    .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            };
+            match (kind, body.len()) {
+                (2, 2) => out.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                (3, 1) => out.window_scale = Some(body[0]),
+                (4, 0) => out.sack_permitted = true,
+                (5, n) if n % 8 == 0 => {
+                    for block in body.chunks_exact(8) {
+                        if let Some(right) = be32(block, 4) {
+                            out.sack_max = Some(match out.sack_max {
+                                Some(m) if crate::seq::after(m, right) => m,
+                                _ => right,
+                            });
+                        }
+                    }
+                }
+                (8, 8) => out.timestamp = be32(body, 0).zip(be32(body, 4)),
+                (2..=5 | 8, _) => return Err(DropReason::TcpBadOption),
+                _ => {}
+            }
+            o = o.get(len..).unwrap_or(&[]);
+        }
+        Ok(out)
+    }
+
+    /// The options area of a TCP header etherparse builds with `elements`.
+    fn built(elements: &[TcpOptionElement]) -> Vec<u8> {
+        let mut h = TcpHeader::new(1, 2, 3, 4);
+        h.set_options(elements).expect("options fit");
+        h.options.as_slice().to_vec()
+    }
+
+    #[test]
+    fn the_layouts_stacks_send() {
+        use TcpOptionElement::*;
+        let linux_syn = built(&[
+            MaximumSegmentSize(1460),
+            SelectiveAcknowledgementPermitted,
+            Timestamp(0x0102_0304, 0),
+            Noop,
+            WindowScale(7),
+        ]);
+        let got = parse_tcp_options(&linux_syn).expect("valid");
+        assert_eq!(got.mss, Some(1460));
+        assert!(got.sack_permitted);
+        assert_eq!(got.timestamp, Some((0x0102_0304, 0)));
+        assert_eq!(got.window_scale, Some(7));
+
+        let windows_syn = built(&[
+            MaximumSegmentSize(1440),
+            Noop,
+            WindowScale(8),
+            Noop,
+            Noop,
+            SelectiveAcknowledgementPermitted,
+        ]);
+        let got = parse_tcp_options(&windows_syn).expect("valid");
+        assert_eq!((got.mss, got.window_scale), (Some(1440), Some(8)));
+        assert!(got.sack_permitted && got.timestamp.is_none());
+
+        // A segment of an established connection: two NOPs and the timestamps, the layout
+        // recognised whole.
+        let data = built(&[Noop, Noop, Timestamp(0xfedc_ba98, 0x7654_3210)]);
+        assert_eq!(data.len(), 12);
+        assert_eq!(
+            parse_tcp_options(&data),
+            Ok(TcpOptions {
+                timestamp: Some((0xfedc_ba98, 0x7654_3210)),
+                ..TcpOptions::default()
+            })
+        );
+
+        let sack = built(&[
+            Noop,
+            Noop,
+            SelectiveAcknowledgement((10, 20), [Some((30, 40)), None, None]),
+        ]);
+        assert_eq!(parse_tcp_options(&sack).expect("valid").sack_max, Some(40));
+    }
+
+    #[test]
+    fn malformed_options_are_refused() {
+        for bad in [
+            &[2, 4, 5][..],             // cut short
+            &[2, 1, 0, 0],              // length below 2
+            &[3, 4, 7, 0],              // window scale of the wrong length
+            &[8, 10, 0, 0, 0, 0, 0, 0], // timestamps cut short
+            &[5, 7, 0, 0, 0, 0, 0],     // SACK not whole blocks
+            &[1, 1, 8],                 // no length byte
+        ] {
+            assert_eq!(
+                parse_tcp_options(bad),
+                Err(DropReason::TcpBadOption),
+                "{bad:?}"
+            );
+        }
+        // An unknown option is skipped by its length; after the end of the list nothing is
+        // read.
+        assert_eq!(
+            parse_tcp_options(&[30, 3, 9, 0, 2, 1]),
+            Ok(TcpOptions::default())
+        );
+    }
+
+    #[test]
+    fn agrees_with_the_reference_walker_on_any_bytes() {
+        // xorshift: deterministic, and no dependency for a few random byte strings.
+        let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for _ in 0..200_000 {
+            let len = next() % 41;
+            let o: Vec<u8> = (0..len)
+                .map(|_| {
+                    // Mostly kinds, lengths and NOPs that make sense, so that the walk goes
+                    // deep; sometimes anything.
+                    let [low, ..] = next().to_le_bytes();
+                    match next() % 8 {
+                        0 => low,
+                        1 => 1,
+                        2 => 2 + low % 7,
+                        _ => low % 12,
+                    }
+                })
+                .collect();
+            assert_eq!(parse_tcp_options(&o), reference(&o), "{o:?}");
+        }
+        // The fast path's layout with every other byte in its place.
+        let mut o = vec![1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8];
+        for at in 0..4 {
+            for v in 0..=255 {
+                o[at] = v;
+                assert_eq!(parse_tcp_options(&o), reference(&o), "{o:?}");
+            }
+            o[at] = [1, 1, 8, 10][at];
+        }
+    }
 }

@@ -19,38 +19,61 @@ pub fn add(mut sum: u64, data: &[u8]) -> u64 {
     sum
 }
 
-/// [`add`] for the engine's per-packet path: eight bytes at a time with an end-around carry.
-/// The result is congruent to [`add`]'s modulo 0xffff, is zero exactly when `data` is all
-/// zeros and stays below 2^33, so [`fold`] and [`verifies`] give the same answers for it and
-/// small pseudo-header terms can be added to it without overflow.
+/// [`add`] for the engine's per-packet checks, over `data` as it lies in memory: sixteen
+/// bytes at a time into two sums with end-around carries, with no byte swaps. Summed in the
+/// machine's byte order, the result is [`add`]'s byte-swapped on a little-endian machine (RFC
+/// 1071, 2(B)), which a check against all ones cannot tell apart; a term added to it must be
+/// given the same way ([`word`]). It is congruent modulo 0xffff to the sum of `data`'s 16-bit
+/// words as they lie, is zero exactly when `data` is all zeros and stays below 2^33, so
+/// [`verifies_fast`] gives [`verifies`]'s answer for it and small terms can be added to it
+/// without overflow.
 #[inline(always)]
 pub(crate) fn sum(data: &[u8]) -> u64 {
-    let mut acc = 0u64;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+    // 2^64 is 1 modulo 0xffff, so a carry out of the top goes back in at the bottom.
+    #[inline(always)]
+    fn add64(acc: u64, w: u64) -> u64 {
         let (s, carry) = acc.overflowing_add(w);
         // `s` is at most 2^64 - 2 after a carry, so this cannot overflow.
-        acc = s + u64::from(carry);
+        s + u64::from(carry)
     }
-    // 2^16 is 1 modulo 0xffff, so aligned 16-bit words may be added unshifted; only an odd
-    // last byte is the high half of its word.
+    let (mut a, mut b) = (0u64, 0u64);
+    let mut r = data;
+    while let Some((w, rest)) = r.split_first_chunk::<16>() {
+        let [x, y] = [0, 8].map(|i| {
+            let mut q = [0u8; 8];
+            q.copy_from_slice(&w[i..i + 8]);
+            u64::from_ne_bytes(q)
+        });
+        a = add64(a, x);
+        b = add64(b, y);
+        r = rest;
+    }
+    // 2^16 is 1 modulo 0xffff, so what is left is added in aligned pieces unshifted.
+    if let Some((w, rest)) = r.split_first_chunk::<8>() {
+        b = add64(b, u64::from_ne_bytes(*w));
+        r = rest;
+    }
     let mut tail = 0u64;
-    let mut r = chunks.remainder();
-    if let [a, b, c, d, rest @ ..] = r {
-        tail += u64::from(u32::from_be_bytes([*a, *b, *c, *d]));
+    if let Some((w, rest)) = r.split_first_chunk::<4>() {
+        tail += u64::from(u32::from_ne_bytes(*w));
         r = rest;
     }
-    if let [a, b, rest @ ..] = r {
-        tail += u64::from(u16::from_be_bytes([*a, *b]));
+    if let Some((w, rest)) = r.split_first_chunk::<2>() {
+        tail += u64::from(u16::from_ne_bytes(*w));
         r = rest;
     }
-    if let [a] = r {
-        tail += u64::from(*a) << 8;
+    // An odd last byte is the first byte of its word, padded with a zero.
+    if let [last] = r {
+        tail += u64::from(u16::from_ne_bytes([*last, 0]));
     }
-    let (s, carry) = acc.overflowing_add(tail);
-    let acc = s + u64::from(carry);
+    let acc = add64(add64(a, b), tail);
     (acc & 0xffff_ffff) + (acc >> 32)
+}
+
+/// The 16-bit big-endian word `v` as [`sum`] reads it from memory.
+#[inline(always)]
+pub(crate) fn word(v: u16) -> u64 {
+    u64::from(u16::from_ne_bytes(v.to_be_bytes()))
 }
 
 /// A checksum after adding a folded `~m + m'` sum to it (RFC 1624, equation 3). For a UDP
@@ -151,12 +174,14 @@ mod tests {
                     x.to_le_bytes()[0]
                 })
                 .collect();
-            assert_eq!(fold(sum(&data)), fold(add(0, &data)), "len {len}");
+            // `sum` reads the words as they lie: its fold is `add`'s as the bytes lie.
+            let as_lies = |v: u16| u16::from_ne_bytes(v.to_be_bytes());
+            assert_eq!(fold(sum(&data)), as_lies(fold(add(0, &data))), "len {len}");
             assert_eq!(verifies_fast(sum(&data)), verifies(add(0, &data)));
             let big = sum(&data) + (0xffff_fffe_u64 << 1) + 0xffff;
             assert_eq!(fold(big) == 0xffff, verifies_fast(big));
             let ones = vec![0xffu8; len];
-            assert_eq!(fold(sum(&ones)), fold(add(0, &ones)), "ones {len}");
+            assert_eq!(fold(sum(&ones)), as_lies(fold(add(0, &ones))), "ones {len}");
             assert_eq!(verifies_fast(sum(&ones)), verifies(add(0, &ones)));
             let zeros = vec![0u8; len];
             assert_eq!(sum(&zeros), 0);

@@ -225,9 +225,10 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
     }
     let proto = h[9];
     let l4_len = u32::from(total) - 20;
-    let pseudo = u64::from(u32::from_be_bytes([h[12], h[13], h[14], h[15]]))
-        + u64::from(u32::from_be_bytes([h[16], h[17], h[18], h[19]]))
-        + u64::from(proto);
+    // The pseudo-header as `checksum::sum` reads words: as they lie.
+    let pseudo = u64::from(u32::from_ne_bytes([h[12], h[13], h[14], h[15]]))
+        + u64::from(u32::from_ne_bytes([h[16], h[17], h[18], h[19]]))
+        + checksum::word(u16::from(proto));
     let sport = u16_at(l4, 0)?;
     let dport = u16_at(l4, 2)?;
     let tcp = match proto {
@@ -244,7 +245,7 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
                 TcpOptions::default()
             };
             if verify_checksums
-                && !checksum::verifies_fast(pseudo + u64::from(l4_len) + checksum::sum(l4))
+                && !checksum::verifies_fast(pseudo + checksum::word(total - 20) + checksum::sum(l4))
             {
                 return None;
             }
@@ -268,7 +269,7 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
             // A zero UDP checksum over IPv4 means "none".
             if verify_checksums && sum != 0 {
                 let d = l4.get(..usize::from(ulen))?;
-                if !checksum::verifies_fast(pseudo + u64::from(ulen) + checksum::sum(d)) {
+                if !checksum::verifies_fast(pseudo + checksum::word(ulen) + checksum::sum(d)) {
                     return None;
                 }
             }

@@ -405,6 +405,9 @@ pub struct Engine {
     /// kept in step with `now` by `advance` so the per-packet path never divides.
     now_floor: u32,
     now_ceil: u32,
+    /// Where the second `now_floor` names ends, in nanoseconds: until then `advance` need
+    /// not divide.
+    second_end: u64,
     scratch: Vec<u32>,
     /// The entry the packet being classified created, until the filter hook confirms it.
     pub(crate) created: Option<u32>,
@@ -479,6 +482,7 @@ impl Engine {
             now: Time::ZERO,
             now_floor: 0,
             now_ceil: 0,
+            second_end: 0,
             scratch: Vec::new(),
             created: None,
             xlate: None,
@@ -1094,10 +1098,25 @@ impl Engine {
     pub(crate) fn advance(&mut self, now: Time) {
         if now > self.now {
             self.now = now;
-            self.now_floor = now.secs_u32();
-            let up = now.as_secs() + u64::from(!now.as_nanos().is_multiple_of(1_000_000_000));
-            self.now_ceil = u32::try_from(up).unwrap_or(u32::MAX);
+            if now.as_nanos() < self.second_end {
+                // Later in the second the last change of second began, and so past its
+                // start: the floor stays and the ceiling is the next second. No division.
+                self.now_ceil = self.now_floor.saturating_add(1);
+            } else {
+                self.next_second(now);
+            }
         }
+    }
+
+    #[inline(never)]
+    fn next_second(&mut self, now: Time) {
+        self.now_floor = now.secs_u32();
+        let up = now.as_secs() + u64::from(!now.as_nanos().is_multiple_of(1_000_000_000));
+        self.now_ceil = u32::try_from(up).unwrap_or(u32::MAX);
+        self.second_end = now
+            .as_secs()
+            .saturating_add(1)
+            .saturating_mul(1_000_000_000);
     }
 
     #[inline(always)]

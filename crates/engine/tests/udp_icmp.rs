@@ -35,6 +35,34 @@ fn udp_unreplied_expires_after_30s() {
     assert_eq!(sim.engine.stats().expired, 1);
 }
 
+/// Deadlines are whole seconds rounded up, so an entry never expires early: a flow opened
+/// exactly on a second gets that second plus its timeout, one opened any later in the same
+/// second the next second's. Checked on and just after second boundaries, and through
+/// packets that stay within one second (where the engine keeps the second it worked out).
+#[test]
+fn deadlines_round_up_to_the_next_whole_second() {
+    let mut sim = Sim::new();
+    let opened = [
+        (1_000_000_000_000, 1030), // exactly on a second
+        (1_000_250_000_000, 1031),
+        (1_000_999_999_999, 1031),
+        (1_001_000_000_000, 1031), // exactly on the next
+        (1_001_000_000_001, 1032),
+        (1_001_500_000_000, 1032),
+    ];
+    for (sport, &(nanos, _)) in (40_000..).zip(opened.iter()) {
+        sim.now = Time::from_nanos(nanos);
+        let q = udp_frame(cli(), srv(), sport, 53, b"q");
+        expect_new(&sim.eth(&q));
+    }
+    for second in 1029..=1032 {
+        sim.now = Time::from_secs(second);
+        sim.expire();
+        let left = opened.iter().filter(|&&(_, d)| d > second).count();
+        assert_eq!(sim.engine.len(), left, "at {second} s");
+    }
+}
+
 #[test]
 fn expired_entries_are_reclaimed_by_later_traffic_without_an_expire_call() {
     let mut sim = Sim::new();

@@ -842,8 +842,9 @@ pub(crate) fn parse_transport<'a>(
 /// A TCP header's options. The layout nearly every segment of an established connection
 /// carries once timestamps are agreed (two NOPs, then the timestamps: RFC 7323, appendix A,
 /// as Linux and the BSDs send it) is recognised whole, as Linux's `tcp_fast_parse_options`
-/// does; anything else is walked option by option.
-#[inline(always)]
+/// does; anything else is walked option by option. Out of line: inlined, it made the fast
+/// parse around it spill registers.
+#[inline(never)]
 fn parse_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
     if let &[1, 1, 8, 10, a0, a1, a2, a3, e0, e1, e2, e3] = o {
         return Ok(TcpOptions {
@@ -857,7 +858,7 @@ fn parse_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
     walk_tcp_options(o)
 }
 
-#[inline(never)]
+#[inline(always)]
 fn walk_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
     let mut out = TcpOptions::default();
     let mut i = 0;

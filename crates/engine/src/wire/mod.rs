@@ -234,7 +234,7 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
         _ => return None,
     };
     let b = data.get(usize::from(off)..)?;
-    let h: &[u8; 20] = b.get(..20)?.try_into().ok()?;
+    let h: &[u8; 20] = b.first_chunk::<20>()?;
     // Version 4, no options; whole (only DF may be set).
     if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
         return None;
@@ -250,11 +250,13 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
     let pseudo = u64::from(u32::from_ne_bytes([h[12], h[13], h[14], h[15]]))
         + u64::from(u32::from_ne_bytes([h[16], h[17], h[18], h[19]]))
         + checksum::word(u16::from(proto));
-    let sport = u16_at(l4, 0)?;
-    let dport = u16_at(l4, 2)?;
     let tcp = match proto {
         PROTO_TCP => {
-            let t: &[u8; 20] = l4.get(..20)?.try_into().ok()?;
+            let t: &[u8; 20] = l4.first_chunk::<20>()?;
+            let (sport, dport) = (
+                u16::from_be_bytes([t[0], t[1]]),
+                u16::from_be_bytes([t[2], t[3]]),
+            );
             let doff = u32::from(t[12] >> 4) * 4;
             let flags = t[13];
             if doff < 20 || doff > l4_len || !tcp_flags_valid(flags) {
@@ -282,8 +284,13 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
             }
         }
         PROTO_UDP => {
-            let ulen = u16_at(l4, 4)?;
-            let sum = u16_at(l4, 6)?;
+            let u: &[u8; 8] = l4.first_chunk::<8>()?;
+            let (sport, dport) = (
+                u16::from_be_bytes([u[0], u[1]]),
+                u16::from_be_bytes([u[2], u[3]]),
+            );
+            let ulen = u16::from_be_bytes([u[4], u[5]]);
+            let sum = u16::from_be_bytes([u[6], u[7]]);
             if ulen < 8 || u32::from(ulen) > l4_len {
                 return None;
             }

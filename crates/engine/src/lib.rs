@@ -38,4 +38,4 @@ pub use persist::{RestoreError, RestoreOptions, RestoreReport};
 pub use reason::DropReason;
 pub use tcp::TcpState;
 pub use time::Time;
-pub use wire::{Family, LinkInfo, LinkType, TcpOptions};
+pub use wire::{Family, LinkInfo, LinkType};

@@ -620,15 +620,14 @@ fn ext_truncated(complete: bool) -> DropReason {
     }
 }
 
-/// TCP options the tracker uses.
+/// The TCP options the tracker uses. The others it knows (MSS, timestamps) are checked for
+/// their lengths and not kept: the parse result is copied about on every packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TcpOptions {
-    pub mss: Option<u16>,
+pub(crate) struct TcpOptions {
     pub window_scale: Option<u8>,
     pub sack_permitted: bool,
     /// The highest right edge among SACK blocks, which counts as the acknowledgement.
     pub sack_max: Option<u32>,
-    pub timestamp: Option<(u32, u32)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -874,14 +873,8 @@ pub(crate) fn parse_transport<'a>(
 /// parse around it spill registers.
 #[inline(never)]
 fn parse_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
-    if let &[1, 1, 8, 10, a0, a1, a2, a3, e0, e1, e2, e3] = o {
-        return Ok(TcpOptions {
-            timestamp: Some((
-                u32::from_be_bytes([a0, a1, a2, a3]),
-                u32::from_be_bytes([e0, e1, e2, e3]),
-            )),
-            ..TcpOptions::default()
-        });
+    if let &[1, 1, 8, 10, _, _, _, _, _, _, _, _] = o {
+        return Ok(TcpOptions::default());
     }
     walk_tcp_options(o)
 }
@@ -904,15 +897,10 @@ fn walk_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
         // one past the end.
         let body = o.get(i + 2..i + len).ok_or(DropReason::TcpBadOption)?;
         match (kind, body) {
-            (2, &[a, b]) => out.mss = Some(u16::from_be_bytes([a, b])),
+            // MSS and timestamps: only their lengths matter here.
+            (2, &[_, _]) | (8, &[_, _, _, _, _, _, _, _]) => {}
             (3, &[s]) => out.window_scale = Some(s),
             (4, []) => out.sack_permitted = true,
-            (8, &[a0, a1, a2, a3, e0, e1, e2, e3]) => {
-                out.timestamp = Some((
-                    u32::from_be_bytes([a0, a1, a2, a3]),
-                    u32::from_be_bytes([e0, e1, e2, e3]),
-                ));
-            }
             (5, blocks) if blocks.len() % 8 == 0 => {
                 for block in blocks.chunks_exact(8) {
                     if let Some(right) = u32_at(block, 4) {
@@ -1007,7 +995,7 @@ mod option_tests {
                     .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
             };
             match (kind, body.len()) {
-                (2, 2) => out.mss = Some(u16::from_be_bytes([body[0], body[1]])),
+                (2, 2) | (8, 8) => {}
                 (3, 1) => out.window_scale = Some(body[0]),
                 (4, 0) => out.sack_permitted = true,
                 (5, n) if n % 8 == 0 => {
@@ -1020,7 +1008,6 @@ mod option_tests {
                         }
                     }
                 }
-                (8, 8) => out.timestamp = be32(body, 0).zip(be32(body, 4)),
                 (2..=5 | 8, _) => return Err(DropReason::TcpBadOption),
                 _ => {}
             }
@@ -1047,9 +1034,7 @@ mod option_tests {
             WindowScale(7),
         ]);
         let got = parse_tcp_options(&linux_syn).expect("valid");
-        assert_eq!(got.mss, Some(1460));
         assert!(got.sack_permitted);
-        assert_eq!(got.timestamp, Some((0x0102_0304, 0)));
         assert_eq!(got.window_scale, Some(7));
 
         let windows_syn = built(&[
@@ -1061,20 +1046,14 @@ mod option_tests {
             SelectiveAcknowledgementPermitted,
         ]);
         let got = parse_tcp_options(&windows_syn).expect("valid");
-        assert_eq!((got.mss, got.window_scale), (Some(1440), Some(8)));
-        assert!(got.sack_permitted && got.timestamp.is_none());
+        assert_eq!(got.window_scale, Some(8));
+        assert!(got.sack_permitted);
 
         // A segment of an established connection: two NOPs and the timestamps, the layout
         // recognised whole.
         let data = built(&[Noop, Noop, Timestamp(0xfedc_ba98, 0x7654_3210)]);
         assert_eq!(data.len(), 12);
-        assert_eq!(
-            parse_tcp_options(&data),
-            Ok(TcpOptions {
-                timestamp: Some((0xfedc_ba98, 0x7654_3210)),
-                ..TcpOptions::default()
-            })
-        );
+        assert_eq!(parse_tcp_options(&data), Ok(TcpOptions::default()));
 
         let sack = built(&[
             Noop,

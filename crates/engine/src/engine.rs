@@ -907,8 +907,8 @@ impl Engine {
             },
             family: Some(Family::V4),
             proto: Some(f.proto),
-            src: Some(IpAddr::V4(Ipv4Addr::from(f.src))),
-            dst: Some(IpAddr::V4(Ipv4Addr::from(f.dst))),
+            src: Some(IpAddr::V4(Ipv4Addr::from(f.src.to_ne_bytes()))),
+            dst: Some(IpAddr::V4(Ipv4Addr::from(f.dst.to_ne_bytes()))),
             sport: Some(f.tcp.sport),
             dport: Some(f.tcp.dport),
             icmp_type: None,
@@ -927,8 +927,8 @@ impl Engine {
             family: 4,
             ..Key::EMPTY
         };
-        key.src[..4].copy_from_slice(&f.src);
-        key.dst[..4].copy_from_slice(&f.dst);
+        key.src[..4].copy_from_slice(&f.src.to_ne_bytes());
+        key.dst[..4].copy_from_slice(&f.dst.to_ne_bytes());
         let hash = match hint {
             Some(h) => {
                 debug_assert_eq!(h, self.table.hash(&key));

@@ -206,8 +206,10 @@ pub(crate) fn peek_key(link: LinkType, data: &[u8]) -> Option<Key> {
 /// valid TCP flags and (when asked) valid checksums.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fast {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
+    /// The addresses' bytes as they lie, each in one word (`to_ne_bytes` gives them back):
+    /// as arrays they were stored a byte at a time.
+    pub src: u32,
+    pub dst: u32,
     pub proto: u8,
     /// Where the IP header starts in the frame.
     pub ip_offset: u16,
@@ -315,8 +317,8 @@ pub(crate) fn parse_fast(link: LinkType, data: &[u8], verify_checksums: bool) ->
         _ => return None,
     };
     Some(Fast {
-        src: [h[12], h[13], h[14], h[15]],
-        dst: [h[16], h[17], h[18], h[19]],
+        src: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        dst: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
         proto,
         ip_offset: off,
         len: u32::from(total),

@@ -364,7 +364,25 @@ pub const LOOKAHEAD_DISTANCE: usize = PREFETCH_DISTANCE;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lookahead {
     hash: Option<u64>,
+    /// The index slot [`Engine::prefetch`] found, for the lookup to start from.
+    slot: Option<u32>,
     engine: u64,
+}
+
+/// What the look-ahead learned of a packet before its turn: its hash and, once its entry
+/// was requested, the index slot that names it (a guess the lookup checks).
+#[derive(Clone, Copy, Debug)]
+struct Ahead {
+    hash: u64,
+    slot: Option<u32>,
+}
+
+/// How a lookup starts: cold, or from what the look-ahead learned (the entry's lines
+/// requested, perhaps the slot known).
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Cold,
+    Ahead(Option<u32>),
 }
 
 /// Tells engines apart for [`Lookahead`].
@@ -705,16 +723,22 @@ impl Engine {
         }
         Lookahead {
             hash,
+            slot: None,
             engine: self.instance,
         }
     }
 
     /// Second stage, some packets later: requests the lines of the entry (and translation
-    /// record) the index line names.
+    /// record) the index line names, and notes that index slot in the look-ahead it gives
+    /// back, for the lookup to start from.
     #[inline]
-    pub fn prefetch(&self, la: Lookahead) {
-        if let (Some(h), true) = (la.hash, la.engine == self.instance) {
-            self.table.prefetch_entry(h);
+    pub fn prefetch(&self, la: Lookahead) -> Lookahead {
+        match (la.hash, la.engine == self.instance) {
+            (Some(h), true) => Lookahead {
+                slot: self.table.prefetch_entry(h),
+                ..la
+            },
+            _ => la,
         }
     }
 
@@ -730,7 +754,13 @@ impl Engine {
         la: Lookahead,
         hooks: &mut H,
     ) -> Outcome {
-        let hint = la.hash.filter(|_| la.engine == self.instance);
+        let hint = la
+            .hash
+            .filter(|_| la.engine == self.instance)
+            .map(|hash| Ahead {
+                hash,
+                slot: la.slot,
+            });
         self.process_hinted(now, link, data, wire_len, hint, hooks)
     }
 
@@ -744,7 +774,7 @@ impl Engine {
         link: LinkType,
         data: &[u8],
         wire_len: usize,
-        hint: Option<u64>,
+        hint: Option<Ahead>,
         hooks: &mut H,
     ) -> Outcome {
         self.advance(now);
@@ -843,16 +873,15 @@ impl Engine {
         // requested while packet j is classified, so the loads overlap with useful work.
         const D: usize = PREFETCH_DISTANCE;
         let n = batch.len();
-        let mut ring = [None; 2 * D];
+        let mut ring: [Option<Ahead>; 2 * D] = [None; 2 * D];
         for (i, p) in batch.iter().enumerate().take(2 * D) {
-            let h = self.peek_hash(p);
-            if let Some(h) = h {
-                self.table.prefetch(h);
-            }
-            ring[i] = h;
+            ring[i] = self.peek_hash(p).map(|hash| {
+                self.table.prefetch(hash);
+                Ahead { hash, slot: None }
+            });
         }
-        for &h in ring.iter().take(D.min(n)).flatten() {
-            self.table.prefetch_entry(h);
+        for a in ring.iter_mut().take(D.min(n)).flatten() {
+            a.slot = self.table.prefetch_entry(a.hash);
         }
         // `extend` over a slice iterator knows the exact length, so there is no capacity
         // check per outcome. Each outcome is still built on the stack and copied into its
@@ -861,15 +890,14 @@ impl Engine {
         out.extend(batch.iter().enumerate().map(|(j, p)| {
             let hint = ring[j % (2 * D)];
             if let Some(q) = batch.get(j + 2 * D) {
-                let h = self.peek_hash(q);
-                if let Some(h) = h {
-                    self.table.prefetch(h);
-                }
-                ring[j % (2 * D)] = h;
+                ring[j % (2 * D)] = self.peek_hash(q).map(|hash| {
+                    self.table.prefetch(hash);
+                    Ahead { hash, slot: None }
+                });
             }
             if j + D < n {
-                if let Some(h) = ring[(j + D) % (2 * D)] {
-                    self.table.prefetch_entry(h);
+                if let Some(a) = &mut ring[(j + D) % (2 * D)] {
+                    a.slot = self.table.prefetch_entry(a.hash);
                 }
             }
             self.process_hinted(p.now, p.link, p.data, p.wire_len, hint, hooks)
@@ -889,7 +917,7 @@ impl Engine {
         link: LinkType,
         data: &[u8],
         wire_len: usize,
-        hint: Option<u64>,
+        hint: Option<Ahead>,
         hooks: &mut H,
     ) -> Outcome {
         let Some(f) = wire::parse_fast(link, data, self.cfg.verify_checksums) else {
@@ -929,14 +957,14 @@ impl Engine {
         };
         key.src[..4].copy_from_slice(&f.src.to_ne_bytes());
         key.dst[..4].copy_from_slice(&f.dst.to_ne_bytes());
-        let hash = match hint {
-            Some(h) => {
-                debug_assert_eq!(h, self.table.hash(&key));
-                h
+        let (hash, probe) = match hint {
+            Some(a) => {
+                debug_assert_eq!(a.hash, self.table.hash(&key));
+                (a.hash, Probe::Ahead(a.slot))
             }
-            None => self.table.hash(&key),
+            None => (self.table.hash(&key), Probe::Cold),
         };
-        let found = match self.lookup(hash, &key, hint.is_some()) {
+        let found = match self.lookup(hash, &key, probe) {
             Ok(f) => f,
             Err(r) => return Res::invalid(r).with(meta),
         };
@@ -1086,7 +1114,7 @@ impl Engine {
             family: family_code(ip.family),
         };
         let hash = self.table.hash(&key);
-        match self.lookup(hash, &key, false) {
+        match self.lookup(hash, &key, Probe::Cold) {
             // Counted against the connection; nothing to track without a transport header.
             Ok(Some((id, dir))) => count(self.table.get_mut(id), dir, ip.len).with(meta),
             Ok(None) => invalid(meta, DropReason::Fragment),
@@ -1230,7 +1258,7 @@ impl Engine {
             return false;
         };
         let hash = self.table.hash(&key);
-        let found = self.lookup(hash, &key, false);
+        let found = self.lookup(hash, &key, Probe::Cold);
         if let Some(log) = &mut self.events {
             log.forget();
         }
@@ -1333,7 +1361,7 @@ impl Engine {
                 return self.track_error(key, hash, ip);
             }
         }
-        let found = match self.lookup(hash, key, false) {
+        let found = match self.lookup(hash, key, Probe::Cold) {
             Ok(f) => f,
             Err(r) => return Res::invalid(r),
         };
@@ -1433,9 +1461,13 @@ impl Engine {
         &mut self,
         hash: u64,
         key: &Key,
-        prefetched: bool,
+        probe: Probe,
     ) -> Result<Option<(u32, usize)>, DropReason> {
-        let Some(f) = self.table.find(hash, key, false, prefetched) else {
+        let found = match probe {
+            Probe::Cold => self.table.find(hash, key, false, false),
+            Probe::Ahead(slot) => self.table.find_from(hash, key, slot),
+        };
+        let Some(f) = found else {
             return Ok(None);
         };
         let e = self.table.get(f.id);

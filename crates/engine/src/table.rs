@@ -357,7 +357,7 @@ pub struct NatReleased {
 
 /// What a lookup found: the entry, the packet's direction in it, and the form of the tuple
 /// that matched (`FORM_*`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Found {
     pub id: u32,
     pub dir: usize,
@@ -839,27 +839,65 @@ impl Table {
         }
     }
 
-    /// Prefetches the entry the first tag match in `hash`'s bucket points to.
+    /// Prefetches the entry the first tag match in `hash`'s bucket points to, and gives that
+    /// index slot (its id and form), for [`Table::find_from`] to start from.
     #[inline(always)]
-    pub(crate) fn prefetch_entry(&self, hash: u64) {
+    pub(crate) fn prefetch_entry(&self, hash: u64) -> Option<u32> {
         let tag = tag_of(hash);
-        if let Some(bucket) = self.buckets.get(self.bucket_of(hash)) {
-            let m = bucket.matches(tag);
-            if m != 0 {
-                let raw = bucket.id(m.trailing_zeros());
-                if let Some(e) = self.get_opt(raw & ID_MASK) {
-                    // Entries are not line-aligned: one can straddle three lines.
-                    let p = e as *const Entry as *const u8;
-                    prefetch_read(p);
-                    prefetch_read(p.wrapping_add(64));
-                    prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
-                    if !self.nat.is_empty() {
-                        // A translated connection's packet reads its record too.
-                        self.prefetch_ext(raw & ID_MASK);
+        let bucket = self.buckets.get(self.bucket_of(hash))?;
+        let m = bucket.matches(tag);
+        if m == 0 {
+            return None;
+        }
+        let raw = bucket.id(m.trailing_zeros());
+        let e = self.get_opt(raw & ID_MASK)?;
+        // Entries are not line-aligned: one can straddle three lines.
+        let p = e as *const Entry as *const u8;
+        prefetch_read(p);
+        prefetch_read(p.wrapping_add(64));
+        prefetch_read(p.wrapping_add(core::mem::size_of::<Entry>() - 1));
+        if !self.nat.is_empty() {
+            // A translated connection's packet reads its record too.
+            self.prefetch_ext(raw & ID_MASK);
+        }
+        Some(raw)
+    }
+
+    /// [`Table::find`] (not for a quoted packet, entry prefetched) given the index slot
+    /// [`Table::prefetch_entry`] found for `hash` some packets before. The slot is only a
+    /// guess: the entry it names is the answer when it holds `key` in the slot's form, and
+    /// that form is one the entry is filed under. As a tuple names at most one entry, that
+    /// is the entry a search of the bucket finds. Otherwise (the entry went, its id was
+    /// taken again, another tuple's tag matched first) the bucket is searched.
+    #[inline(always)]
+    pub(crate) fn find_from(&self, hash: u64, key: &Key, slot: Option<u32>) -> Option<Found> {
+        if let Some(raw) = slot {
+            let (id, form) = (raw & ID_MASK, raw >> FORM_SHIFT);
+            if let Some(e) = self.get_opt(id) {
+                // Only in a form the entry is filed under, as `nat_forms` files them.
+                let dir = if e.status & STATUS_NAT == 0 {
+                    (form == FORM_KEY).then(|| e.direction_of(key)).flatten()
+                } else {
+                    let x = self.ext(id);
+                    match form {
+                        FORM_KEY if x.keeps_key_slot() => e.direction_of(key),
+                        FORM_REPLY if x.flags & NAT_SRC != 0 => {
+                            form_direction(&e.key, x, form, key, false)
+                        }
+                        FORM_ORIGINAL if x.flags & NAT_DST != 0 => {
+                            form_direction(&e.key, x, form, key, false)
+                        }
+                        _ => None,
                     }
+                };
+                if let Some(dir) = dir {
+                    let f = Found { id, dir, form };
+                    debug_assert_eq!(Some(f), self.find(hash, key, false, true));
+                    return Some(f);
                 }
             }
         }
+        self.find(hash, key, false, true)
     }
 
     #[inline(always)]
@@ -933,36 +971,7 @@ impl Table {
     /// direction as it arrives (addressed to the translated source).
     #[inline(always)]
     fn form_direction(&self, id: u32, form: u32, key: &Key, quoted: bool) -> Option<usize> {
-        let e = &self.get(id).key;
-        let x = self.ext(id);
-        if e.proto != key.proto || e.family != key.family {
-            return None;
-        }
-        // The filed tuple as the packet it is filed for carries it: the reply form is the
-        // peer sending to the translated source, the original form the inside end sending
-        // to the untranslated destination.
-        let (from, to, dir) = if form == FORM_REPLY {
-            ((&e.dst, e.dport), (&x.snat(), x.snat_port), 1)
-        } else {
-            ((&e.src, e.sport), (&x.dnat(), x.dnat_port), 0)
-        };
-        let same = |a: &Addr, b: &Addr| u128::from_ne_bytes(*a) == u128::from_ne_bytes(*b);
-        if key.sport == from.1
-            && key.dport == to.1
-            && same(&key.src, from.0)
-            && same(&key.dst, to.0)
-        {
-            Some(dir)
-        } else if quoted
-            && key.sport == to.1
-            && key.dport == from.1
-            && same(&key.src, to.0)
-            && same(&key.dst, from.0)
-        {
-            Some(1 - dir)
-        } else {
-            None
-        }
+        form_direction(&self.get(id).key, self.ext(id), form, key, quoted)
     }
 
     /// Whether any connection is filed under `key` (either way round for an entry's own key).
@@ -1502,6 +1511,38 @@ pub(crate) fn nat_forms(key: &Key, x: &NatExt) -> [Option<(Key, u32)>; 3] {
         (x.flags & NAT_DST != 0).then(|| (x.arrive_original(key), FORM_ORIGINAL)),
         (x.flags & NAT_SRC != 0).then(|| (x.arrive_reply(key), FORM_REPLY)),
     ]
+}
+
+/// The direction of `key` against the tuple an entry with key `e` and translation `x` is
+/// filed under in `form`: the original direction as it arrives (addressed to the
+/// untranslated destination), or the reply direction as it arrives (addressed to the
+/// translated source); with `quoted`, either way round.
+#[inline(always)]
+fn form_direction(e: &Key, x: &NatExt, form: u32, key: &Key, quoted: bool) -> Option<usize> {
+    if e.proto != key.proto || e.family != key.family {
+        return None;
+    }
+    // The filed tuple as the packet it is filed for carries it: the reply form is the
+    // peer sending to the translated source, the original form the inside end sending
+    // to the untranslated destination.
+    let (from, to, dir) = if form == FORM_REPLY {
+        ((&e.dst, e.dport), (&x.snat(), x.snat_port), 1)
+    } else {
+        ((&e.src, e.sport), (&x.dnat(), x.dnat_port), 0)
+    };
+    let same = |a: &Addr, b: &Addr| u128::from_ne_bytes(*a) == u128::from_ne_bytes(*b);
+    if key.sport == from.1 && key.dport == to.1 && same(&key.src, from.0) && same(&key.dst, to.0) {
+        Some(dir)
+    } else if quoted
+        && key.sport == to.1
+        && key.dport == from.1
+        && same(&key.src, to.0)
+        && same(&key.dst, from.0)
+    {
+        Some(1 - dir)
+    } else {
+        None
+    }
 }
 
 /// The tuple of a packet travelling the other way.

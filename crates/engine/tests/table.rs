@@ -303,3 +303,75 @@ fn a_full_table_evicts_closed_connections_before_refusing() {
     assert_eq!(sim.engine.stats().evicted, 1);
     assert_eq!(sim.engine.stats().refused, 0);
 }
+
+/// A batch starts each lookup from the index slot its look-ahead found some packets before.
+/// Here connections are refused by the server's RST (which removes them) and their ids are
+/// taken again within that distance, by the same tuple (a new SYN) and by other tuples, so
+/// the slots go stale: the outcomes and the table must be those of packets judged one at a
+/// time. (Debug builds also check every lookup that starts from a slot against a search.)
+#[test]
+fn stale_look_ahead_slots_change_nothing() {
+    use keepstate_engine::wire::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+    let flow = |cp: u16| Flow { cp, ..Flow::v4() };
+    let syn = |f: &Flow| f.seg(true, f.cseq, 0, TCP_SYN, f.cwin, &[], b"");
+    let refuse = |f: &Flow| f.seg(false, 0, f.cseq + 1, TCP_RST | TCP_ACK, 0, &[], b"");
+    let synack = |f: &Flow| {
+        f.seg(
+            false,
+            f.sseq,
+            f.cseq + 1,
+            TCP_SYN | TCP_ACK,
+            f.swin,
+            &[],
+            b"",
+        )
+    };
+    // SYN and FIN together: invalid, touches no entry; spaces the packets that matter.
+    let junk = flow(9).seg(true, 1, 0, TCP_SYN | TCP_FIN, 1_000, &[], b"");
+    let mut frames = Vec::new();
+    for round in 0..6u16 {
+        let (t, u) = (flow(41_000 + round), flow(42_000 + round));
+        // T's entry exists when the look-ahead, eight packets ahead, reaches the packet of
+        // T's tuple at the end of the block; it is removed, and its id taken by U, before
+        // that packet's turn: the slot names an entry holding another tuple.
+        frames.push(syn(&t));
+        frames.push(junk.clone());
+        frames.push(refuse(&t));
+        frames.push(syn(&u));
+        frames.extend(std::iter::repeat_n(junk.clone(), 5));
+        frames.push(syn(&t));
+        // Now U goes and T's tuple opens again: the slot the look-ahead found for T's
+        // SYN/ACK names T's old id, which the new T took again.
+        frames.push(refuse(&u));
+        frames.push(refuse(&t));
+        frames.push(syn(&t));
+        frames.extend(std::iter::repeat_n(junk.clone(), 5));
+        frames.push(synack(&t));
+    }
+    let now = Time::from_secs(1_000);
+    let mut one = Engine::new(Config::default());
+    let expected: Vec<Outcome> = frames
+        .iter()
+        .map(|f| one.process(now, LinkType::Ethernet, f))
+        .collect();
+    let mut batched = Engine::new(Config::default());
+    let batch: Vec<Packet<'_>> = frames
+        .iter()
+        .map(|f| Packet {
+            now,
+            link: LinkType::Ethernet,
+            data: f,
+            wire_len: f.len(),
+        })
+        .collect();
+    let mut got = Vec::new();
+    batched.process_batch(&batch, &mut got);
+    assert_eq!(got, expected);
+    let list = |e: &Engine| {
+        let mut v: Vec<String> = e.connections().map(|c| format!("{c:?}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list(&batched), list(&one));
+    assert!(batched.stats().by_state[CtState::Invalid as usize] > 0);
+}

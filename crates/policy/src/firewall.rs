@@ -857,8 +857,8 @@ impl Firewall {
         for (slot, f) in ring.iter_mut().zip(frames.iter()) {
             *slot = self.look_ahead(f.link, f.data);
         }
-        for la in ring.iter().take(D.min(n)) {
-            self.prefetch(*la);
+        for la in ring.iter_mut().take(D.min(n)) {
+            *la = self.prefetch(*la);
         }
         for j in 0..n {
             let la = ring[j % B];
@@ -866,7 +866,8 @@ impl Firewall {
                 ring[j % B] = self.look_ahead(f.link, f.data);
             }
             if j + D < n {
-                self.prefetch(ring[(j + D) % B]);
+                let k = (j + D) % B;
+                ring[k] = self.prefetch(ring[k]);
             }
             let Some(f) = frames.get_mut(j) else {
                 break;
@@ -883,10 +884,11 @@ impl Firewall {
         self.engine.look_ahead(link, data)
     }
 
-    /// Second stage: the connection's lines requested.
+    /// Second stage: the connection's lines requested; the look-ahead given back notes
+    /// where the connection is filed.
     #[inline]
-    pub fn prefetch(&self, la: Lookahead) {
-        self.engine.prefetch(la);
+    pub fn prefetch(&self, la: Lookahead) -> Lookahead {
+        self.engine.prefetch(la)
     }
 
     /// [`Firewall::process_in_place`] for a frame whose [`Lookahead`] was taken.

@@ -1649,6 +1649,10 @@ impl Bridge {
     /// segment's checksum from the partial sum we leave, and `s` loses receive checksum
     /// offload, so the server's TCP verifies them: a wrong partial sum stalls the transfer.
     fn new(test: &str, tag: char, kernel_checksums: bool) -> Option<Bridge> {
+        if kernel_checksums && Command::new("ethtool").arg("--version").output().is_err() {
+            eprintln!("SKIPPED {test}: needs ethtool (apt-get install ethtool)");
+            return None;
+        }
         let pid = std::process::id();
         let (cns, rns, sns) = (
             format!("ksio-{pid}-{tag}-c"),

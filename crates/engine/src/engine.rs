@@ -1127,8 +1127,8 @@ impl Engine {
         if now > self.now {
             self.now = now;
             if now.as_nanos() < self.second_end {
-                // Later in the second the last change of second began, and so past its
-                // start: the floor stays and the ceiling is the next second. No division.
+                // Still in the second `next_second` last worked out, and past its start:
+                // the floor stays and the ceiling is the next second. No division.
                 self.now_ceil = self.now_floor.saturating_add(1);
             } else {
                 self.next_second(now);

@@ -190,12 +190,14 @@ impl Lab {
     fn connections(&mut self) -> String {
         match self.router {
             Router::Kernel => {
-                let out = if on_path("conntrack") {
-                    self.exec("router", 5, &["conntrack", "-L"])
+                if on_path("conntrack") {
+                    text(&self.exec("router", 5, &["conntrack", "-L"]))
                 } else {
-                    self.exec("router", 5, &["cat", "/proc/net/nf_conntrack"])
-                };
-                text(&out)
+                    // The kernel's own listing writes IPv6 addresses in full; conntrack-tools
+                    // (and keepstate) write them compressed, as the checks expect.
+                    let out = self.exec("router", 5, &["cat", "/proc/net/nf_conntrack"]);
+                    compress_v6(&text(&out))
+                }
             }
             // The running daemon's table through its control API (on the router
             // namespace's loopback), as conntrack-tools would print it.
@@ -328,6 +330,37 @@ else:
 "#;
 
 /// A line of a `conntrack -L` listing holding every one of `parts`.
+/// `listing` with every `src=` and `dst=` IPv6 address written in its compressed form.
+fn compress_v6(listing: &str) -> String {
+    let word = |w: &str| {
+        for key in ["src=", "dst="] {
+            if let Some(a) = w.strip_prefix(key) {
+                if let Ok(a) = a.parse::<std::net::Ipv6Addr>() {
+                    return format!("{key}{a}");
+                }
+            }
+        }
+        w.to_string()
+    };
+    listing
+        .lines()
+        .map(|l| l.split(' ').map(word).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kernel_listing_is_compared_with_compressed_addresses() {
+    let l = "ipv6     10 tcp      6 119 TIME_WAIT src=2001:0db8:0001:0000:0000:0000:0000:0010 \
+             dst=2001:0db8:fffe:0000:0000:0000:0000:0001 sport=48918 dport=80";
+    let c = compress_v6(l);
+    assert!(has_entry(
+        &c,
+        &["src=2001:db8:1::10 ", "dst=2001:db8:fffe::1 ", "dport=80"]
+    ));
+    assert_eq!(compress_v6("src=10.0.0.1 x"), "src=10.0.0.1 x");
+}
+
 fn has_entry(listing: &str, parts: &[&str]) -> bool {
     listing.lines().any(|l| parts.iter().all(|p| l.contains(p)))
 }

@@ -948,7 +948,7 @@ impl Table {
                 let dir = if form == FORM_KEY {
                     self.get(id).direction_of(key)
                 } else {
-                    self.form_direction(id, form, key, quoted)
+                    form_direction(&self.get(id).key, self.ext(id), form, key, quoted)
                 };
                 if let Some(dir) = dir {
                     return Some(Found { id, dir, form });
@@ -964,14 +964,6 @@ impl Table {
             }
         }
         None
-    }
-
-    /// The direction of `key` against one of an entry's translated tuples: the original
-    /// direction as it arrives (addressed to the untranslated destination), or the reply
-    /// direction as it arrives (addressed to the translated source).
-    #[inline(always)]
-    fn form_direction(&self, id: u32, form: u32, key: &Key, quoted: bool) -> Option<usize> {
-        form_direction(&self.get(id).key, self.ext(id), form, key, quoted)
     }
 
     /// Whether any connection is filed under `key` (either way round for an entry's own key).

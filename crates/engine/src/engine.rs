@@ -450,6 +450,8 @@ pub struct Engine {
     /// The timeouts as configured; `cfg.timeouts` holds those in force, scaled down by
     /// adaptive timeouts while the table is filling.
     base_timeouts: crate::config::Timeouts,
+    /// The TCP timeouts in force (`cfg.timeouts`), by state.
+    tcp_timeouts: tcp::StateTimeouts,
     /// The table sizes between which the timeouts in force stay as they are.
     adaptive_band: (usize, usize),
     /// The least timeout any connection can be given, whatever adaptive timeouts do: lets
@@ -492,6 +494,7 @@ impl Engine {
         };
         Engine {
             table,
+            tcp_timeouts: tcp::StateTimeouts::new(&cfg),
             base_timeouts,
             expiry_margin,
             adaptive_band: (0, 0),
@@ -1829,6 +1832,7 @@ impl Engine {
         };
         self.adaptive_band = band;
         self.cfg.timeouts = self.base_timeouts.scaled(scale);
+        self.tcp_timeouts = tcp::StateTimeouts::new(&self.cfg);
     }
 
     /// Frees one entry in a full table, as netfilter's early drop does: an expired one, else
@@ -1965,7 +1969,7 @@ impl Engine {
         // Expiry counts from `now` rounded up to a whole second, as `deadline` does.
         let base = self.deadline(0);
         let e = self.table.get_mut(id);
-        let decision = tcp::track(e, dir, seg, &self.cfg, base);
+        let decision = tcp::track(e, dir, seg, &self.cfg, &self.tcp_timeouts, base);
         match decision {
             Decision::Accept | Decision::AcceptAndRemove | Decision::Ignore => {
                 // `established` with the entry's own expiry, on the entry already in hand.
@@ -2005,7 +2009,14 @@ impl Engine {
         } else if let Some(syn) = self.table.ignored_syn(id) {
             if seg.ack == syn.end {
                 let base = self.deadline(0);
-                if tcp::resync(self.table.get_mut(id), &syn, seg, &self.cfg, base) {
+                if tcp::resync(
+                    self.table.get_mut(id),
+                    &syn,
+                    seg,
+                    &self.cfg,
+                    &self.tcp_timeouts,
+                    base,
+                ) {
                     self.table.forget_syn(id);
                 }
             }

@@ -451,7 +451,14 @@ pub(crate) fn ignored_syn(id: u32, seg: &Tcp) -> IgnoredSyn {
 /// there (to SYN_RECV). The caller has checked that the SYN/ACK acknowledges `syn.end`.
 /// Returns whether the entry was resynchronised; if the SYN/ACK does not pass, the entry is
 /// left as it was.
-pub(crate) fn resync(e: &mut Entry, syn: &IgnoredSyn, seg: &Tcp, cfg: &Config, now_s: u32) -> bool {
+pub(crate) fn resync(
+    e: &mut Entry,
+    syn: &IgnoredSyn,
+    seg: &Tcp,
+    cfg: &Config,
+    timeouts: &StateTimeouts,
+    now_s: u32,
+) -> bool {
     let mut n = *e;
     n.state = SS;
     n.peer[0] = Peer {
@@ -466,7 +473,7 @@ pub(crate) fn resync(e: &mut Entry, syn: &IgnoredSyn, seg: &Tcp, cfg: &Config, n
         syn.flags | (e.pflags[0] & PEER_LIBERAL),
         e.pflags[1] & PEER_LIBERAL,
     ];
-    if track(&mut n, 1, seg, cfg, now_s) != Decision::Accept {
+    if track(&mut n, 1, seg, cfg, timeouts, now_s) != Decision::Accept {
         return false;
     }
     *e = n;
@@ -474,8 +481,16 @@ pub(crate) fn resync(e: &mut Entry, syn: &IgnoredSyn, seg: &Tcp, cfg: &Config, n
 }
 
 /// Tracks a segment of a known connection travelling in `dir` (0 original, 1 reply).
+/// `timeouts` are `cfg`'s, by state.
 #[inline(always)]
-pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u32) -> Decision {
+pub(crate) fn track(
+    e: &mut Entry,
+    dir: usize,
+    seg: &Tcp,
+    cfg: &Config,
+    timeouts: &StateTimeouts,
+    now_s: u32,
+) -> Decision {
     let dir = dir & 1;
     let class = crate::wire::tcp_class(seg.flags);
     let old = e.state;
@@ -520,7 +535,7 @@ pub(crate) fn track(e: &mut Entry, dir: usize, seg: &Tcp, cfg: &Config, now_s: u
         e.status |= STATUS_ASSURED;
     }
     let t = &cfg.timeouts;
-    let mut timeout = state_timeout(new, cfg);
+    let mut timeout = timeouts.get(new);
     if class == TcpClass::Rst {
         timeout = t.tcp_close;
     } else if (e.pflags[0] | e.pflags[1]) & PEER_DATA_UNACK != 0 || (new == ES && !seen_reply) {
@@ -542,6 +557,30 @@ pub(crate) fn state_timeout(state: u8, cfg: &Config) -> u32 {
         TW => t.tcp_time_wait,
         CL | NO => t.tcp_close,
         _ => t.tcp_close,
+    }
+}
+
+/// Each TCP state's timeout, by state number. Looked up on every segment, where a `match`
+/// on the state compiles to a jump table whose indirect branch mispredicts as connections
+/// move from state to state. Built from the timeouts in force whenever they change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StateTimeouts([u32; 16]);
+
+impl StateTimeouts {
+    pub(crate) fn new(cfg: &Config) -> StateTimeouts {
+        let mut t = [state_timeout(CL, cfg); 16];
+        for (i, v) in t.iter_mut().enumerate() {
+            if let Ok(state) = u8::try_from(i) {
+                *v = state_timeout(state, cfg);
+            }
+        }
+        StateTimeouts(t)
+    }
+
+    /// `state_timeout(state, cfg)` of the `cfg` this was built from.
+    #[inline(always)]
+    fn get(&self, state: u8) -> u32 {
+        self.0[usize::from(state) % 16]
     }
 }
 

@@ -281,6 +281,43 @@ fn adaptive_timeouts_shrink_as_the_table_fills() {
 }
 
 #[test]
+fn adaptive_timeouts_reach_every_tcp_state() {
+    let mut sim = Sim::with(Config {
+        max_connections: 1_000,
+        adaptive: Some(keepstate_engine::Adaptive::pf(1_000)),
+        ..Config::default()
+    });
+    // At 90% of the limit the timeouts in force are about half those configured.
+    for i in 1..=900u16 {
+        expect_new(&sim.eth(&udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), i, 53, b"q")));
+    }
+    let mut f = Flow::v4();
+    let timeout = |sim: &Sim, f: &Flow| {
+        let c = sim.conns().into_iter().find(|c| {
+            c.original.l4
+                == L4Tuple::Ports {
+                    sport: f.cp,
+                    dport: f.sp,
+                }
+        });
+        c.map(|c| (c.tcp_state, c.timeout))
+    };
+    expect_new(&f.c(&mut sim, SYN, &[]));
+    expect_est_reply(&f.s(&mut sim, SYN | ACK, &[]));
+    let (state, t) = timeout(&sim, &f).unwrap();
+    assert_eq!(state, Some(TcpState::SynRecv));
+    assert!((28..=32).contains(&t), "SYN_RECV: {t}");
+    expect_est_orig(&f.c(&mut sim, ACK, &[]));
+    let (state, t) = timeout(&sim, &f).unwrap();
+    assert_eq!(state, Some(TcpState::Established));
+    assert!((210_000..=222_000).contains(&t), "ESTABLISHED: {t}");
+    expect_est_orig(&f.c(&mut sim, FIN | ACK, &[]));
+    let (state, t) = timeout(&sim, &f).unwrap();
+    assert_eq!(state, Some(TcpState::FinWait));
+    assert!((58..=62).contains(&t), "FIN_WAIT: {t}");
+}
+
+#[test]
 fn a_full_table_evicts_closed_connections_before_refusing() {
     let mut sim = small();
     // Four TCP connections through their handshake and close: assured, in TIME_WAIT.

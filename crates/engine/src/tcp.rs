@@ -568,13 +568,9 @@ pub(crate) struct StateTimeouts([u32; 16]);
 
 impl StateTimeouts {
     pub(crate) fn new(cfg: &Config) -> StateTimeouts {
-        let mut t = [state_timeout(CL, cfg); 16];
-        for (i, v) in t.iter_mut().enumerate() {
-            if let Ok(state) = u8::try_from(i) {
-                *v = state_timeout(state, cfg);
-            }
-        }
-        StateTimeouts(t)
+        StateTimeouts(core::array::from_fn(|i| {
+            u8::try_from(i).map_or(cfg.timeouts.tcp_close, |state| state_timeout(state, cfg))
+        }))
     }
 
     /// `state_timeout(state, cfg)` of the `cfg` this was built from.

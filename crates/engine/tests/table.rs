@@ -236,13 +236,18 @@ fn batch_matches_one_by_one() {
     }
 }
 
-#[test]
-fn adaptive_timeouts_shrink_as_the_table_fills() {
-    let mut sim = Sim::with(Config {
+/// A table of 1,000 connections with pf's adaptive timeouts (from 60% full).
+fn adaptive_sim() -> Sim {
+    Sim::with(Config {
         max_connections: 1_000,
         adaptive: Some(keepstate_engine::Adaptive::pf(1_000)),
         ..Config::default()
-    });
+    })
+}
+
+#[test]
+fn adaptive_timeouts_shrink_as_the_table_fills() {
+    let mut sim = adaptive_sim();
     let flow = |i: u16| udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), i, 53, b"q");
     let timeout_of = |sim: &Sim, i: u16| {
         sim.conns()
@@ -282,11 +287,7 @@ fn adaptive_timeouts_shrink_as_the_table_fills() {
 
 #[test]
 fn adaptive_timeouts_reach_every_tcp_state() {
-    let mut sim = Sim::with(Config {
-        max_connections: 1_000,
-        adaptive: Some(keepstate_engine::Adaptive::pf(1_000)),
-        ..Config::default()
-    });
+    let mut sim = adaptive_sim();
     // At 90% of the limit the timeouts in force are about half those configured.
     for i in 1..=900u16 {
         expect_new(&sim.eth(&udp_frame(v4(10, 0, 0, 1), v4(10, 0, 0, 2), i, 53, b"q")));

@@ -121,6 +121,38 @@ pub struct Outcome {
     pub meta: PacketMeta,
 }
 
+impl Outcome {
+    /// An outcome slot before a packet is classified into it (see
+    /// [`Engine::process_ahead_into`]): accepted, untracked, no header facts.
+    pub const BLANK: Outcome = Outcome {
+        verdict: Verdict::Accept,
+        state: CtState::Untracked,
+        dir: None,
+        reason: None,
+        dnat: false,
+        meta: PacketMeta {
+            link: LinkInfo {
+                ifindex: None,
+                pkt_type: None,
+                vlan: None,
+                ethertype: 0,
+                ip_offset: 0,
+            },
+            family: None,
+            proto: None,
+            src: None,
+            dst: None,
+            sport: None,
+            dport: None,
+            icmp_type: None,
+            icmp_code: None,
+            icmp_id: None,
+            tcp_flags: None,
+            len: 0,
+        },
+    };
+}
+
 /// What tracking decided, without the header facts: small enough to travel in a register,
 /// so the tracking functions never move a [`PacketMeta`] around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +187,14 @@ impl Res {
             dir: Some(dir),
             reason: None,
         }
+    }
+
+    #[inline(always)]
+    fn write(self, out: &mut Outcome) {
+        out.verdict = self.verdict;
+        out.state = self.state;
+        out.dir = self.dir;
+        out.reason = self.reason;
     }
 
     #[inline(always)]
@@ -767,6 +807,33 @@ impl Engine {
         self.process_hinted(now, link, data, wire_len, hint, hooks)
     }
 
+    /// [`Engine::process_ahead`] written into `out` (whatever it held) rather than returned:
+    /// a caller that keeps the outcome inside a larger record saves copying it, and a copy
+    /// made just after the fields are written reads them back before the processor can
+    /// forward them.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_ahead_into<H: Hooks>(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        la: Lookahead,
+        hooks: &mut H,
+        out: &mut Outcome,
+    ) {
+        let hint = la
+            .hash
+            .filter(|_| la.engine == self.instance)
+            .map(|hash| Ahead {
+                hash,
+                slot: la.slot,
+            });
+        *out = Outcome::BLANK;
+        self.process_into(now, link, data, wire_len, hint, hooks, out);
+    }
+
     /// [`Engine::process_hooked`] given, optionally, the hash `process_batch` computed from
     /// the packet's peeked key (used only when the fast path takes the packet: then the key
     /// is the peeked one).
@@ -780,6 +847,25 @@ impl Engine {
         hint: Option<Ahead>,
         hooks: &mut H,
     ) -> Outcome {
+        let mut out = Outcome::BLANK;
+        self.process_into(now, link, data, wire_len, hint, hooks, &mut out);
+        out
+    }
+
+    /// [`Engine::process_hinted`] into `out`, which must hold [`Outcome::BLANK`]: the
+    /// common path writes only the fields that differ from it.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn process_into<H: Hooks>(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &[u8],
+        wire_len: usize,
+        hint: Option<Ahead>,
+        hooks: &mut H,
+        out: &mut Outcome,
+    ) {
         self.advance(now);
         self.sweep_step();
         self.created = None;
@@ -787,7 +873,7 @@ impl Engine {
         self.plain = false;
         self.last = None;
         self.ack_behind = 0;
-        let mut out = self.classify(link, data, wire_len, hint, hooks);
+        self.classify(link, data, wire_len, hint, hooks, out);
         if let Some(x) = &self.xlate {
             // Rules see the connection as tracking does: after destination NAT.
             match x {
@@ -811,10 +897,10 @@ impl Engine {
                 }
             }
         }
-        out.verdict = hooks.filter(&out);
+        out.verdict = hooks.filter(out);
         if out.verdict == Verdict::Accept {
             if let Some(id) = self.created {
-                match hooks.admit(&out) {
+                match hooks.admit(out) {
                     Admit::Keep => {}
                     Admit::KeepCounted => {
                         self.table.get_mut(id).status |= crate::table::STATUS_COUNTED;
@@ -825,8 +911,8 @@ impl Engine {
                     }
                 }
                 if out.verdict == Verdict::Accept {
-                    if let Some(req) = hooks.nat(&out) {
-                        self.attach_nat(id, &req, &mut out, hooks);
+                    if let Some(req) = hooks.nat(out) {
+                        self.attach_nat(id, &req, out, hooks);
                     }
                 }
             }
@@ -844,7 +930,6 @@ impl Engine {
         if let Some(r) = out.reason {
             s.by_reason[r.index()] += 1;
         }
-        out
     }
 
     /// Removes the entry the current packet created, if any: the policy dropped it.
@@ -886,11 +971,12 @@ impl Engine {
         for a in ring.iter_mut().take(D.min(n)).flatten() {
             a.slot = self.table.prefetch_entry(a.hash);
         }
-        // `extend` over a slice iterator knows the exact length, so there is no capacity
-        // check per outcome. Each outcome is still built on the stack and copied into its
-        // slot: writing it into the spare capacity instead saved 7 instructions a packet
-        // (of about 1,000), too little to be worth an unsafe `set_len`.
-        out.extend(batch.iter().enumerate().map(|(j, p)| {
+        // Each outcome is written field by field into its slot, never assembled on the
+        // stack and copied: a copy reads back in 16-byte loads what was just written in
+        // one- and two-byte stores, and a load the store queue cannot forward waits until
+        // those stores reach the cache (README, Benchmark).
+        out.resize(n, Outcome::BLANK);
+        for (j, (p, o)) in batch.iter().zip(out.iter_mut()).enumerate() {
             let hint = ring[j % (2 * D)];
             if let Some(q) = batch.get(j + 2 * D) {
                 ring[j % (2 * D)] = self.peek_hash(q).map(|hash| {
@@ -903,8 +989,8 @@ impl Engine {
                     a.slot = self.table.prefetch_entry(a.hash);
                 }
             }
-            self.process_hinted(p.now, p.link, p.data, p.wire_len, hint, hooks)
-        }));
+            self.process_into(p.now, p.link, p.data, p.wire_len, hint, hooks, o);
+        }
     }
 
     #[inline(always)]
@@ -922,44 +1008,44 @@ impl Engine {
         wire_len: usize,
         hint: Option<Ahead>,
         hooks: &mut H,
-    ) -> Outcome {
+        out: &mut Outcome,
+    ) {
         let Some(f) = wire::parse_fast(link, data, self.cfg.verify_checksums) else {
-            return self.classify_slow(link, data, wire_len, hooks);
+            *out = self.classify_slow(link, data, wire_len, hooks);
+            return;
         };
         self.plain = true;
         let tcp = f.proto == PROTO_TCP;
-        let meta = PacketMeta {
-            link: LinkInfo {
-                ifindex: None,
-                pkt_type: None,
-                vlan: None,
-                ethertype: 0x0800,
-                ip_offset: f.ip_offset,
-            },
-            family: Some(Family::V4),
-            proto: Some(f.proto),
-            src: Some(IpAddr::V4(Ipv4Addr::from(f.src.to_ne_bytes()))),
-            dst: Some(IpAddr::V4(Ipv4Addr::from(f.dst.to_ne_bytes()))),
-            sport: Some(f.tcp.sport),
-            dport: Some(f.tcp.dport),
-            icmp_type: None,
-            icmp_code: None,
-            icmp_id: None,
-            tcp_flags: if tcp { Some(f.tcp.flags) } else { None },
-            len: f.len,
-        };
-        if hooks.raw(&meta) {
-            return Res::UNTRACKED.with(meta);
+        // The slot holds `Outcome::BLANK`: only what differs from it is written.
+        let m = &mut out.meta;
+        m.link.ethertype = 0x0800;
+        m.link.ip_offset = f.ip_offset;
+        m.family = Some(Family::V4);
+        m.proto = Some(f.proto);
+        m.src = Some(IpAddr::V4(Ipv4Addr::from(f.src.to_ne_bytes())));
+        m.dst = Some(IpAddr::V4(Ipv4Addr::from(f.dst.to_ne_bytes())));
+        m.sport = Some(f.tcp.sport);
+        m.dport = Some(f.tcp.dport);
+        if tcp {
+            m.tcp_flags = Some(f.tcp.flags);
         }
-        let mut key = Key {
+        m.len = f.len;
+        if hooks.raw(&out.meta) {
+            Res::UNTRACKED.write(out);
+            return;
+        }
+        // Each address built whole from its word: the compiler then knows the upper
+        // twelve bytes are zero and compares the key in registers. Four bytes copied over
+        // a zeroed array were read back from the stack in 16-byte loads spanning the
+        // narrower stores, loads the store queue cannot forward.
+        let key = Key {
+            src: wire::v4_addr(f.src),
+            dst: wire::v4_addr(f.dst),
             sport: f.tcp.sport,
             dport: f.tcp.dport,
             proto: f.proto,
             family: 4,
-            ..Key::EMPTY
         };
-        key.src[..4].copy_from_slice(&f.src.to_ne_bytes());
-        key.dst[..4].copy_from_slice(&f.dst.to_ne_bytes());
         let (hash, probe) = match hint {
             Some(a) => {
                 debug_assert_eq!(a.hash, self.table.hash(&key));
@@ -969,14 +1055,17 @@ impl Engine {
         };
         let found = match self.lookup(hash, &key, probe) {
             Ok(f) => f,
-            Err(r) => return Res::invalid(r).with(meta),
+            Err(r) => {
+                Res::invalid(r).write(out);
+                return;
+            }
         };
         let res = if tcp {
             self.track_tcp(found, &f.tcp, &key, hash, f.len)
         } else {
             self.track_udp(found, &key, hash, f.len, false)
         };
-        res.with(meta)
+        res.write(out);
     }
 
     /// Parses the packet and tracks it, whatever it holds.

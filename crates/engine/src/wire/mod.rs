@@ -111,6 +111,13 @@ pub(crate) fn addr_to_ip(family: Family, a: &Addr) -> IpAddr {
     }
 }
 
+/// An IPv4 address as [`Addr`], from its four bytes read as one native-endian word (as
+/// [`Fast`] holds them).
+#[inline(always)]
+pub(crate) fn v4_addr(ne: u32) -> Addr {
+    u128::from(u32::from_le_bytes(ne.to_ne_bytes())).to_le_bytes()
+}
+
 /// A packet's tuple as seen on the wire (source first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Key {

@@ -91,6 +91,24 @@ pub struct Decision {
     pub inject: bool,
 }
 
+impl Decision {
+    /// A decision before a frame is judged into it.
+    const BLANK: Decision = Decision {
+        outcome: Outcome::BLANK,
+        verdict: Verdict::Accept,
+        by: None,
+        chain: None,
+        in_iface: None,
+        out_iface: None,
+        notrack: None,
+        log: None,
+        scan: None,
+        reply: false,
+        translated: false,
+        inject: false,
+    };
+}
+
 /// Connections a [`ReloadReport`] lists one by one (all are counted).
 pub const RELOAD_LISTED: usize = 1000;
 
@@ -667,7 +685,8 @@ impl Firewall {
         ingress: Ingress,
     ) -> Decision {
         let la = Lookahead::default();
-        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress, la);
+        let mut d = Decision::BLANK;
+        let pending = self.decide(now, link, data, wire_len, ingress, la, &mut d);
         if let Some(p) = pending {
             let mut frame = core::mem::take(&mut self.frame);
             frame.clear();
@@ -860,6 +879,8 @@ impl Firewall {
         for la in ring.iter_mut().take(D.min(n)) {
             *la = self.prefetch(*la);
         }
+        // One decision, filled in place for each frame in turn.
+        let mut d = Decision::BLANK;
         for j in 0..n {
             let la = ring[j % B];
             if let Some(f) = frames.get(j + B) {
@@ -872,7 +893,7 @@ impl Firewall {
             let Some(f) = frames.get_mut(j) else {
                 break;
             };
-            let d = self.process_ahead(f.now, f.link, f.data, f.wire_len, f.ingress, la);
+            self.process_ahead_into(f.now, f.link, f.data, f.wire_len, f.ingress, la, &mut d);
             each(self, j, d);
         }
     }
@@ -902,22 +923,42 @@ impl Firewall {
         ingress: Ingress,
         la: Lookahead,
     ) -> Decision {
-        let (mut d, pending) = self.decide(now, link, data, wire_len, ingress, la);
-        let translated = pending.is_some();
-        if let Some(p) = pending {
-            if !self.translate_plain(&mut d, &p, data) {
-                self.translate(&mut d, p, data);
-            }
-        }
-        if self.synact.is_some() || (translated && !self.proxied.is_empty()) {
-            self.synproxy(&mut d, now, link, data, ingress);
-        }
+        let mut d = Decision::BLANK;
+        self.process_ahead_into(now, link, data, wire_len, ingress, la, &mut d);
         d
     }
 
-    /// Judges a frame; `Some` when it is accepted and must be translated. Inlined, with
-    /// `judge`, into each entry point so the large `Decision` is built where it is returned.
+    /// [`Firewall::process_ahead`] into `d`, overwriting all of it.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn process_ahead_into(
+        &mut self,
+        now: Time,
+        link: LinkType,
+        data: &mut [u8],
+        wire_len: usize,
+        ingress: Ingress,
+        la: Lookahead,
+        d: &mut Decision,
+    ) {
+        let pending = self.decide(now, link, data, wire_len, ingress, la, d);
+        let translated = pending.is_some();
+        if let Some(p) = pending {
+            if !self.translate_plain(d, &p, data) {
+                self.translate(d, p, data);
+            }
+        }
+        if self.synact.is_some() || (translated && !self.proxied.is_empty()) {
+            self.synproxy(d, now, link, data, ingress);
+        }
+    }
+
+    /// Judges a frame into `d`; `Some` when it is accepted and must be translated. The
+    /// decision is written where the caller keeps it, never assembled and copied: a copy
+    /// reads the fields back in wide loads just after they were written in narrow stores,
+    /// and such a load waits for the stores to reach the cache.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         now: Time,
@@ -926,7 +967,8 @@ impl Firewall {
         wire_len: usize,
         ingress: Ingress,
         la: Lookahead,
-    ) -> (Decision, Option<Pending>) {
+        d: &mut Decision,
+    ) -> Option<Pending> {
         if self.conns.any {
             self.conns.collect(&mut self.engine);
         }
@@ -942,7 +984,7 @@ impl Firewall {
                 ask: None,
             }
         });
-        let d = self.judge(now, link, data, wire_len, ingress, la, nc.as_mut());
+        self.judge(now, link, data, wire_len, ingress, la, nc.as_mut(), d);
         let translate = d.verdict == Verdict::Accept && self.engine.translates();
         // Nearly every translated packet belongs to a connection already open: no port was
         // asked for, nothing else to look at.
@@ -960,7 +1002,7 @@ impl Firewall {
             _ => None,
         };
         self.nat = nat;
-        (d, pending)
+        pending
     }
 
     /// [`Firewall::translate`] for nearly every translated packet: one of an established
@@ -1055,7 +1097,8 @@ impl Firewall {
         ingress: Ingress,
         la: Lookahead,
         nat: Option<&mut NatCtx<'_>>,
-    ) -> Decision {
+        d: &mut Decision,
+    ) {
         let iface = match ingress {
             Ingress::Arrived(i) | Ingress::Seen(i) => Some(i),
             Ingress::Unknown | Ingress::Local => None,
@@ -1087,23 +1130,20 @@ impl Firewall {
             judged: None,
             placed: None,
         };
-        // Built in place: the outcome goes straight into the decision, never copied.
-        let mut d = Decision {
-            outcome: self
-                .engine
-                .process_ahead(now, link, data, wire_len, la, &mut ctx),
-            verdict: Verdict::Accept,
-            by: None,
-            chain: None,
-            in_iface: iface,
-            out_iface: None,
-            notrack: ctx.notrack,
-            log: None,
-            scan: None,
-            reply: false,
-            translated: false,
-            inject: false,
-        };
+        // Field by field, in place (see `decide`).
+        self.engine
+            .process_ahead_into(now, link, data, wire_len, la, &mut ctx, &mut d.outcome);
+        d.verdict = Verdict::Accept;
+        d.by = None;
+        d.chain = None;
+        d.in_iface = iface;
+        d.out_iface = None;
+        d.notrack = ctx.notrack;
+        d.log = None;
+        d.scan = None;
+        d.reply = false;
+        d.translated = false;
+        d.inject = false;
         let notrack = ctx.notrack;
         let mut judged = ctx.judged;
         let spoofed = ctx.spoofed;
@@ -1180,7 +1220,7 @@ impl Firewall {
         } else {
             EngineVerdict::Drop
         };
-        d.scan = self.scan(&d, ingress, now);
+        d.scan = self.scan(d, ingress, now);
         if let Some(s) = d.scan {
             self.stats.scans[s.index()] += 1;
         }
@@ -1195,7 +1235,6 @@ impl Firewall {
                 self.stats.dropped_bytes += len;
             }
         }
-        d
     }
 
     /// Saves the connection table (see [`Engine::save_stamped`]): everything the policy

@@ -900,14 +900,14 @@ impl Firewall {
 
     /// First stage of a pipelined batch (see [`Firewall::process_batch_in_place`]): the
     /// frame's lookup hash, with its index line requested.
-    #[inline]
+    #[inline(always)]
     pub fn look_ahead(&self, link: LinkType, data: &[u8]) -> Lookahead {
         self.engine.look_ahead(link, data)
     }
 
     /// Second stage: the connection's lines requested; the look-ahead given back notes
     /// where the connection is filed.
-    #[inline]
+    #[inline(always)]
     pub fn prefetch(&self, la: Lookahead) -> Lookahead {
         self.engine.prefetch(la)
     }
@@ -1145,7 +1145,9 @@ impl Firewall {
         d.translated = false;
         d.inject = false;
         let notrack = ctx.notrack;
-        let mut judged = ctx.judged;
+        // Read where the hooks wrote it, field by field: a copy of the whole would read it
+        // back in wide loads the processor cannot forward from those narrow stores.
+        let judged = &mut ctx.judged;
         let spoofed = ctx.spoofed;
         let synact = ctx.synact;
         let outcome = &mut d.outcome;

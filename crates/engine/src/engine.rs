@@ -758,7 +758,7 @@ impl Engine {
 
     /// First stage of a pipelined lookup: works out the hash of the packet's tuple and
     /// requests the index line it falls in. Cheap, and only reads `data`.
-    #[inline]
+    #[inline(always)]
     pub fn look_ahead(&self, link: LinkType, data: &[u8]) -> Lookahead {
         let hash = wire::peek_key(link, data).map(|k| self.table.hash(&k));
         if let Some(h) = hash {
@@ -774,7 +774,7 @@ impl Engine {
     /// Second stage, some packets later: requests the lines of the entry (and translation
     /// record) the index line names, and notes that index slot in the look-ahead it gives
     /// back, for the lookup to start from.
-    #[inline]
+    #[inline(always)]
     pub fn prefetch(&self, la: Lookahead) -> Lookahead {
         match (la.hash, la.engine == self.instance) {
             (Some(h), true) => Lookahead {
@@ -1849,15 +1849,22 @@ impl Engine {
 
     #[inline(never)]
     fn create_simple(&mut self, key: &Key, hash: u64, len: u32, timeout: u32) -> Res {
-        let mut e = Entry::new(key);
-        e.expires = self.deadline(timeout);
+        let expires = self.deadline(timeout);
         // For UDP: the second after which a replied flow counts as a stream.
-        e.peer[0].end = self.deadline(2);
-        self.insert(hash, e, len)
+        let stream_after = self.deadline(2);
+        self.insert(hash, len, |e| {
+            *e = Entry::new(key);
+            e.expires = expires;
+            e.peer[0].end = stream_after;
+        })
     }
 
-    /// Adds a new connection, counting the packet that opened it.
-    fn insert(&mut self, hash: u64, mut e: Entry, len: u32) -> Res {
+    /// Adds a new connection, counting the packet that opened it. `init` writes the entry
+    /// where it lies in the table: built on the stack and copied, its fields (written a
+    /// few bytes at a time) were read back in wide loads the processor cannot forward from
+    /// its store queue.
+    #[inline(always)]
+    fn insert(&mut self, hash: u64, len: u32, init: impl FnOnce(&mut Entry)) -> Res {
         if self.table.len() >= self.cfg.max_connections as usize && !self.make_room(hash) {
             self.stats.refused += 1;
             return Res {
@@ -1867,9 +1874,11 @@ impl Engine {
                 reason: Some(DropReason::TableFull),
             };
         }
-        e.packets[0] = 1;
-        e.bytes[0] = u64::from(len);
-        let id = self.table.insert(hash, e);
+        let id = self.table.insert_with(hash, |e| {
+            init(e);
+            e.packets[0] = 1;
+            e.bytes[0] = u64::from(len);
+        });
         let born = self.now_s();
         self.table.set_born(id, born);
         self.created = Some(id);
@@ -2115,12 +2124,15 @@ impl Engine {
 
     #[inline(never)]
     fn open_tcp(&mut self, key: &Key, hash: u64, seg: &wire::Tcp, len: u32) -> Res {
-        let mut e = Entry::new(key);
-        let Some(state) = tcp::open(&mut e, seg, &self.cfg) else {
+        let Some(state) = tcp::open_state(seg, &self.cfg) else {
             return Res::invalid(DropReason::TcpNotSyn);
         };
-        e.expires = self.deadline(tcp::open_timeout(state, &self.cfg));
-        self.insert(hash, e, len)
+        let expires = self.deadline(tcp::open_timeout(state, &self.cfg));
+        self.insert(hash, len, |e| {
+            *e = Entry::new(key);
+            tcp::open(e, seg, state);
+            e.expires = expires;
+        })
     }
 }
 

@@ -979,8 +979,15 @@ impl Table {
 
     /// Inserts a new entry; the caller has checked the key is absent and the limit.
     pub(crate) fn insert(&mut self, hash: u64, entry: Entry) -> u32 {
+        self.insert_with(hash, |e| *e = entry)
+    }
+
+    /// [`Table::insert`] of the entry `init` writes into its slot (which holds a freed
+    /// entry until then); `init` must give it the key `hash` is of.
+    #[inline(always)]
+    pub(crate) fn insert_with(&mut self, hash: u64, init: impl FnOnce(&mut Entry)) -> u32 {
         self.reserve(1);
-        let id = self.alloc(entry);
+        let id = self.alloc(init);
         self.place(hash, id);
         self.len += 1;
         id
@@ -1100,12 +1107,13 @@ impl Table {
         }
     }
 
-    fn alloc(&mut self, entry: Entry) -> u32 {
+    #[inline(always)]
+    fn alloc(&mut self, init: impl FnOnce(&mut Entry)) -> u32 {
         if self.free != NIL {
             let id = self.free;
             let e = self.get_mut(id);
             let next = e.expires;
-            *e = entry;
+            init(e);
             self.free = next;
             return id;
         }
@@ -1114,7 +1122,7 @@ impl Table {
         }
         let id = self.high;
         self.high += 1;
-        *self.get_mut(id) = entry;
+        init(self.get_mut(id));
         id
     }
 

@@ -152,14 +152,23 @@ fn take_options(e: &mut Entry, side: usize, seg: &Tcp) {
     e.pflags[side] = f;
 }
 
-/// Initialises a new entry from the segment that opens it. Returns `None` when the segment
-/// cannot open a connection.
-pub(crate) fn open(e: &mut Entry, seg: &Tcp, cfg: &Config) -> Option<TcpState> {
-    let class = crate::wire::tcp_class(seg.flags);
+/// The state a new connection opened by `seg` starts in; `None` when the segment cannot
+/// open one.
+pub(crate) fn open_state(seg: &Tcp, cfg: &Config) -> Option<TcpState> {
+    match crate::wire::tcp_class(seg.flags) {
+        TcpClass::Syn => Some(TcpState::SynSent),
+        TcpClass::Ack if cfg.tcp_loose => Some(TcpState::Established),
+        _ => None,
+    }
+}
+
+/// Initialises a new entry from the segment that opens it, in the state [`open_state`]
+/// gave for it.
+pub(crate) fn open(e: &mut Entry, seg: &Tcp, state: TcpState) {
     let end = seq_len(seg);
     let win = u32::from(seg.window);
-    match class {
-        TcpClass::Syn => {
+    match state {
+        TcpState::SynSent => {
             e.state = SS;
             e.peer[0] = Peer {
                 end,
@@ -167,9 +176,8 @@ pub(crate) fn open(e: &mut Entry, seg: &Tcp, cfg: &Config) -> Option<TcpState> {
                 maxwin: win.max(1),
             };
             take_options(e, 0, seg);
-            Some(TcpState::SynSent)
         }
-        TcpClass::Ack if cfg.tcp_loose => {
+        _ => {
             // Picked up mid-stream: the history is lost, so take what this segment says and
             // relax window checks until both directions have been seen.
             e.state = ES;
@@ -185,9 +193,7 @@ pub(crate) fn open(e: &mut Entry, seg: &Tcp, cfg: &Config) -> Option<TcpState> {
                 maxwin: 0,
             };
             e.pflags = [PEER_SACK_PERM | PEER_LIBERAL; 2];
-            Some(TcpState::Established)
         }
-        _ => None,
     }
 }
 
@@ -224,7 +230,7 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
 fn sack_of(e: &Entry, r: usize, seg: &Tcp) -> u32 {
     let mut sack = seg.ack;
     if e.pflags[r & 1] & PEER_SACK_PERM != 0 {
-        if let Some(m) = seg.options.sack_max {
+        if let Some(m) = seg.options.sack_max() {
             if after(m, sack) {
                 sack = m;
             }

@@ -1700,6 +1700,9 @@ impl Ctx<'_, '_> {
         iface.map(|i| self.topo.zone_of(i))
     }
 
+    // Inlined: returned through memory, the view was written field by field and then
+    // read back whole by the caller, loads the processor cannot forward.
+    #[inline(always)]
     fn view(&self, m: &PacketMeta, state: CtState, out: &Outcome) -> Option<(View, Place)> {
         let (Some(family), Some(proto), Some(src), Some(dst)) = (m.family, m.proto, m.src, m.dst)
         else {

@@ -140,13 +140,13 @@ fn seq_len(seg: &Tcp) -> u32 {
 
 fn take_options(e: &mut Entry, side: usize, seg: &Tcp) {
     let mut f = e.pflags[side] & !(PEER_WSCALE | PEER_SACK_PERM);
-    if let Some(ws) = seg.options.window_scale {
+    if let Some(ws) = seg.options.window_scale() {
         f |= PEER_WSCALE;
         e.scale[side] = ws.min(14);
     } else {
         e.scale[side] = 0;
     }
-    if seg.options.sack_permitted {
+    if seg.options.sack_permitted() {
         f |= PEER_SACK_PERM;
     }
     e.pflags[side] = f;
@@ -433,11 +433,11 @@ fn rst_in_established(e: &Entry, s: usize, seq: u32, liberal: bool) -> Option<Wi
 pub(crate) fn ignored_syn(id: u32, seg: &Tcp) -> IgnoredSyn {
     let mut flags = 0;
     let mut scale = 0;
-    if let Some(ws) = seg.options.window_scale {
+    if let Some(ws) = seg.options.window_scale() {
         flags |= PEER_WSCALE;
         scale = ws.min(14);
     }
-    if seg.options.sack_permitted {
+    if seg.options.sack_permitted() {
         flags |= PEER_SACK_PERM;
     }
     IgnoredSyn {

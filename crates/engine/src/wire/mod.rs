@@ -630,35 +630,54 @@ fn ext_truncated(complete: bool) -> DropReason {
 }
 
 /// The TCP options the tracker uses. The others it knows (MSS, timestamps) are checked for
-/// their lengths and not kept: the parse result is copied about on every packet.
+/// their lengths and not kept: the parse result is copied about on every packet. Packed in
+/// one word, built with shifts: as a struct of small fields it went through memory, written
+/// a byte at a time and read back whole, which the processor cannot forward.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TcpOptions {
-    pub window_scale: Option<u8>,
-    pub sack_permitted: bool,
-    /// `sack_right` holds an edge. (Not an `Option<u32>`: eight bytes in all let a parse
-    /// result travel in a register, where twelve went through memory written a byte at a
-    /// time and read back whole, which the processor cannot forward.)
-    sack_seen: bool,
-    sack_right: u32,
-}
+pub(crate) struct TcpOptions(u64);
 
 impl TcpOptions {
-    /// The highest right edge among SACK blocks, which counts as the acknowledgement.
+    const WINDOW_SCALE: u64 = 1 << 8;
+    const SACK_PERMITTED: u64 = 1 << 9;
+    const SACK_SEEN: u64 = 1 << 10;
+
+    /// The window scale option's shift count (bits 0-7, with bit 8 saying it was sent).
     #[inline(always)]
-    pub(crate) fn sack_max(&self) -> Option<u32> {
-        self.sack_seen.then_some(self.sack_right)
+    pub(crate) fn window_scale(self) -> Option<u8> {
+        #[allow(clippy::cast_possible_truncation)]
+        (self.0 & Self::WINDOW_SCALE != 0).then_some(self.0 as u8)
+    }
+
+    #[inline(always)]
+    pub(crate) fn sack_permitted(self) -> bool {
+        self.0 & Self::SACK_PERMITTED != 0
+    }
+
+    /// The highest right edge among SACK blocks, which counts as the acknowledgement (bits
+    /// 32-63, with bit 10 saying there was one).
+    #[inline(always)]
+    pub(crate) fn sack_max(self) -> Option<u32> {
+        #[allow(clippy::cast_possible_truncation)]
+        (self.0 & Self::SACK_SEEN != 0).then_some((self.0 >> 32) as u32)
+    }
+
+    fn set_window_scale(&mut self, s: u8) {
+        self.0 = self.0 & !0xff | u64::from(s) | Self::WINDOW_SCALE;
+    }
+
+    fn set_sack_permitted(&mut self) {
+        self.0 |= Self::SACK_PERMITTED;
     }
 
     /// Takes in a SACK block's right edge.
     fn note_sack(&mut self, right: u32) {
-        if !(self.sack_seen && crate::seq::after(self.sack_right, right)) {
-            self.sack_right = right;
+        if !self.sack_max().is_some_and(|m| crate::seq::after(m, right)) {
+            self.0 = self.0 & 0xffff_ffff | u64::from(right) << 32 | Self::SACK_SEEN;
         }
-        self.sack_seen = true;
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Result<TcpOptions, DropReason>>() == 8);
+const _: () = assert!(core::mem::size_of::<TcpOptions>() == 8);
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tcp {
@@ -929,8 +948,8 @@ fn walk_tcp_options(o: &[u8]) -> Result<TcpOptions, DropReason> {
         match (kind, body) {
             // MSS and timestamps: only their lengths matter here.
             (2, &[_, _]) | (8, &[_, _, _, _, _, _, _, _]) => {}
-            (3, &[s]) => out.window_scale = Some(s),
-            (4, []) => out.sack_permitted = true,
+            (3, &[s]) => out.set_window_scale(s),
+            (4, []) => out.set_sack_permitted(),
             (5, blocks) if blocks.len() % 8 == 0 => {
                 for block in blocks.chunks_exact(8) {
                     if let Some(right) = u32_at(block, 4) {
@@ -1023,8 +1042,8 @@ mod option_tests {
             };
             match (kind, body.len()) {
                 (2, 2) | (8, 8) => {}
-                (3, 1) => out.window_scale = Some(body[0]),
-                (4, 0) => out.sack_permitted = true,
+                (3, 1) => out.set_window_scale(body[0]),
+                (4, 0) => out.set_sack_permitted(),
                 (5, n) if n % 8 == 0 => {
                     for block in body.chunks_exact(8) {
                         if let Some(right) = be32(block, 4) {
@@ -1058,8 +1077,8 @@ mod option_tests {
             WindowScale(7),
         ]);
         let got = parse_tcp_options(&linux_syn).expect("valid");
-        assert!(got.sack_permitted);
-        assert_eq!(got.window_scale, Some(7));
+        assert!(got.sack_permitted());
+        assert_eq!(got.window_scale(), Some(7));
 
         let windows_syn = built(&[
             MaximumSegmentSize(1440),
@@ -1070,8 +1089,8 @@ mod option_tests {
             SelectiveAcknowledgementPermitted,
         ]);
         let got = parse_tcp_options(&windows_syn).expect("valid");
-        assert_eq!(got.window_scale, Some(8));
-        assert!(got.sack_permitted);
+        assert_eq!(got.window_scale(), Some(8));
+        assert!(got.sack_permitted());
 
         // A segment of an established connection: two NOPs and the timestamps, the layout
         // recognised whole.

@@ -170,9 +170,9 @@ impl NatExt {
         if self.flags & flag == 0 {
             [0; 16]
         } else if self.flags & NAT_ROWS != 0 {
-            let mut a = [0; 16];
-            a[..4].copy_from_slice(&r[..4]);
-            a
+            // Built whole (see `wire::v4_addr`), not four bytes copied over zeros: the
+            // lookups compare it in 16-byte loads.
+            crate::wire::v4_addr(u32::from_ne_bytes([r[0], r[1], r[2], r[3]]))
         } else {
             *r
         }

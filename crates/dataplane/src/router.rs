@@ -107,7 +107,7 @@ mod packet;
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use keepstate_engine::{CtState, DropReason, LinkType, Outcome, PacketMeta, Time};
+use keepstate_engine::{DropReason, LinkType, Time};
 use keepstate_policy::firewall::{
     Decision, Firewall, Ingress, ReloadError, ReloadOptions, ReloadReport,
 };
@@ -1826,28 +1826,11 @@ impl Router {
 /// The decision for a frame the IP firewall does not judge (ARP, neighbour discovery):
 /// accepted, `by: None`, as the firewall reports ARP.
 fn link_decision(iface: IfaceId, ethertype: u16) -> Decision {
-    let mut meta = PacketMeta::default();
-    meta.link.ethertype = ethertype;
-    meta.link.ip_offset = 14;
-    Decision {
-        outcome: Outcome {
-            verdict: keepstate_engine::Verdict::Accept,
-            state: CtState::Untracked,
-            dir: None,
-            reason: None,
-            dnat: false,
-            meta,
-        },
-        verdict: Verdict::Accept,
-        by: None,
-        chain: None,
+    let mut d = Decision {
         in_iface: Some(iface),
-        out_iface: None,
-        notrack: None,
-        log: None,
-        scan: None,
-        reply: false,
-        translated: false,
-        inject: false,
-    }
+        ..Decision::BLANK
+    };
+    d.outcome.meta.link.ethertype = ethertype;
+    d.outcome.meta.link.ip_offset = 14;
+    d
 }

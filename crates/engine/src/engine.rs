@@ -797,14 +797,18 @@ impl Engine {
         la: Lookahead,
         hooks: &mut H,
     ) -> Outcome {
-        let hint = la
-            .hash
+        self.process_hinted(now, link, data, wire_len, self.hint(la), hooks)
+    }
+
+    /// What a look-ahead tells the lookup, if it was taken by this engine.
+    #[inline(always)]
+    fn hint(&self, la: Lookahead) -> Option<Ahead> {
+        la.hash
             .filter(|_| la.engine == self.instance)
             .map(|hash| Ahead {
                 hash,
                 slot: la.slot,
-            });
-        self.process_hinted(now, link, data, wire_len, hint, hooks)
+            })
     }
 
     /// [`Engine::process_ahead`] written into `out` (whatever it held) rather than returned:
@@ -823,15 +827,8 @@ impl Engine {
         hooks: &mut H,
         out: &mut Outcome,
     ) {
-        let hint = la
-            .hash
-            .filter(|_| la.engine == self.instance)
-            .map(|hash| Ahead {
-                hash,
-                slot: la.slot,
-            });
         *out = Outcome::BLANK;
-        self.process_into(now, link, data, wire_len, hint, hooks, out);
+        self.process_into(now, link, data, wire_len, self.hint(la), hooks, out);
     }
 
     /// [`Engine::process_hooked`] given, optionally, the hash `process_batch` computed from

@@ -92,8 +92,8 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// A decision before a frame is judged into it.
-    const BLANK: Decision = Decision {
+    /// A decision before a frame is judged into it: accepted, untracked, nothing decided.
+    pub const BLANK: Decision = Decision {
         outcome: Outcome::BLANK,
         verdict: Verdict::Accept,
         by: None,

@@ -245,8 +245,12 @@ pub trait Hooks {
     /// translation to give it, if any (netfilter's NAT chains, which see only a connection's
     /// first packet). When no port is free the packet is dropped with
     /// [`DropReason::NatPortsExhausted`] and the connection is not kept.
+    ///
+    /// The request stays with the hooks and the engine reads it where it lies: returned by
+    /// value, it was copied whole, and the copy read back in wide loads what the policy had
+    /// just written field by field, loads the processor cannot forward (README, Benchmark).
     #[inline(always)]
-    fn nat(&mut self, _out: &Outcome) -> Option<NatRequest> {
+    fn nat(&mut self, _out: &Outcome) -> Option<&NatRequest> {
         None
     }
 
@@ -908,8 +912,14 @@ impl Engine {
                     }
                 }
                 if out.verdict == Verdict::Accept {
-                    if let Some(req) = hooks.nat(out) {
-                        self.attach_nat(id, &req, out, hooks);
+                    match hooks.nat(out) {
+                        // Asking the hooks about each port needs them free: a copy.
+                        Some(req) if req.snat.as_ref().is_some_and(|s| s.ask) => {
+                            let req = *req;
+                            self.attach_nat(id, &req, out, Some(hooks));
+                        }
+                        Some(req) => self.attach_nat::<H>(id, req, out, None),
+                        None => {}
                     }
                 }
             }
@@ -1644,7 +1654,7 @@ impl Engine {
         id: u32,
         req: &NatRequest,
         out: &mut Outcome,
-        hooks: &mut H,
+        hooks: Option<&mut H>,
     ) {
         let (mut key, mut ext, mut reply_hash) = (Key::EMPTY, NatExt::NONE, None);
         match self.nat_plan(id, req, hooks, &mut key, &mut ext, &mut reply_hash) {
@@ -1655,13 +1665,14 @@ impl Engine {
                 self.table.set_nat(id, &key, &ext, reply_hash);
                 self.nat_stats.created += 1;
                 out.dnat = ext.flags & NAT_DST != 0;
+                let ext = self.table.ext(id);
                 if let Some(arrived) = arrived {
-                    let x = Translation::packet(&arrived, &key, &ext, 0);
+                    let x = Translation::packet(&arrived, &key, ext, 0);
                     x.apply_to_meta(&mut out.meta);
                     self.built(Some(x));
                 } else {
                     // As every later packet of the connection: see `translate_packet`.
-                    let rw = RowRewrite::new(&ext, 0);
+                    let rw = RowRewrite::new(ext, 0);
                     if let Some(rw) = &rw {
                         rw.apply_to_meta(&mut out.meta);
                     }
@@ -1690,7 +1701,7 @@ impl Engine {
         &mut self,
         id: u32,
         req: &NatRequest,
-        hooks: &mut H,
+        hooks: Option<&mut H>,
         key: &mut Key,
         ext: &mut NatExt,
         reply_hash: &mut Option<u64>,
@@ -1700,12 +1711,14 @@ impl Engine {
         let (m, x) = (key, ext);
         *m = self.table.get(id).key;
         let icmp = m.proto == PROTO_ICMP || m.proto == PROTO_ICMPV6;
-        if let Some((addr, port)) = req.dnat {
-            let a = wire::addr_in(addr, m.family)
+        // The request is read field by field where the hooks keep it, never copied whole
+        // (see `Hooks::nat`).
+        if let Some((addr, port)) = &req.dnat {
+            let a = wire::addr_in(*addr, m.family)
                 .ok_or(exhausted)?
                 .to_ne_bytes();
             // An ICMP query's second "port" is its class, which translation never changes.
-            let port = if icmp { m.dport } else { port };
+            let port = if icmp { m.dport } else { *port };
             if a != m.dst || port != m.dport {
                 x.set_dnat(m.dst, m.dport);
                 x.flags |= NAT_DST;
@@ -1713,22 +1726,24 @@ impl Engine {
                 m.dport = port;
             }
         }
-        let mut snat = req.snat;
+        let mut snat = req.snat.as_ref();
         let mut forced = false;
+        let implicit;
         if x.flags & NAT_DST != 0 && snat.is_none() && self.table.in_use(m) {
             // Another connection already has this tuple (one client reaching one server
             // through two forwards): move the source port, as netfilter's implicit source
             // binding does.
-            snat = Some(crate::nat::SnatRequest {
+            implicit = crate::nat::SnatRequest {
                 addr: addr_to_ip(family_of(m.family), &m.src),
                 preferred: None,
                 ask: false,
                 report: false,
                 endpoint_independent: false,
-            });
+            };
+            snat = Some(&implicit);
             forced = true;
         }
-        if let Some(s) = &snat {
+        if let Some(s) = snat {
             let sa = wire::addr_in(s.addr, m.family)
                 .ok_or(exhausted)?
                 .to_ne_bytes();
@@ -1747,11 +1762,8 @@ impl Engine {
                 }
             }
         }
-        if x.flags == 0 {
-            return Ok(false);
-        }
-        x.fill_rows(m);
-        Ok(true)
+        // `Table::set_nat` fills the rows, in the record's own place.
+        Ok(x.flags != 0)
     }
 
     /// A source port (or ICMP identifier) for connection `m` leaving from `sa`: the one asked
@@ -1766,7 +1778,7 @@ impl Engine {
         s: &crate::nat::SnatRequest,
         range: (u16, u16),
         forced: bool,
-        hooks: &mut H,
+        mut hooks: Option<&mut H>,
     ) -> Option<(u16, Option<u64>)> {
         let mut probed = None;
         // Whether the port leaves the tuple as it was. (Compared field by field: a tuple of
@@ -1797,7 +1809,11 @@ impl Engine {
                     return false;
                 }
             }
-            !s.ask || hooks.nat_port_usable(m.proto, s.addr, p)
+            // `hooks` comes whenever `ask` is set (see `process_into`).
+            !s.ask
+                || hooks
+                    .as_deref_mut()
+                    .is_none_or(|h| h.nat_port_usable(m.proto, s.addr, p))
         };
         let port = 'pick: {
             if let Some(p) = s.preferred {

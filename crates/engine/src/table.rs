@@ -1055,6 +1055,9 @@ impl Table {
         self.grow_nat(split(id).0 + 1);
         if let Some(slot) = self.ext_mut(id) {
             *slot = *ext;
+            // Worked out in place: rows written here are read back whole, which a copy of
+            // narrower stores just made would stall (README, Benchmark).
+            slot.fill_rows(key);
         }
         let e = self.get_mut(id);
         e.key = *key;

@@ -22,7 +22,11 @@ fn wan() -> IpAddr {
 /// A small router's NAT: a port forward of 203.0.113.2:8080 to 10.0.0.5:80, and masquerade
 /// of everything else from 10.0.0.0/8 behind 203.0.113.2 (endpoint-independent towards port
 /// 443), each source translation reported when released.
-struct Router;
+#[derive(Default)]
+struct Router {
+    /// The request for the packet at hand: `Hooks::nat` lends it.
+    plan: Option<NatRequest>,
+}
 
 impl Hooks for Router {
     fn raw(&mut self, _meta: &PacketMeta) -> bool {
@@ -33,29 +37,35 @@ impl Hooks for Router {
         out.verdict
     }
 
-    fn nat(&mut self, out: &Outcome) -> Option<NatRequest> {
-        let m = &out.meta;
-        if m.dst == Some(wan()) && m.dport == Some(8080) {
-            return Some(NatRequest {
-                dnat: Some((v4(10, 0, 0, 5), 80)),
-                snat: None,
-                ports: (1024, 65535),
-            });
-        }
-        match m.src {
-            Some(IpAddr::V4(a)) if a.octets()[0] == 10 => Some(NatRequest {
-                dnat: None,
-                snat: Some(SnatRequest {
-                    addr: wan(),
-                    preferred: None,
-                    ask: false,
-                    report: true,
-                    endpoint_independent: m.dport == Some(443),
-                }),
-                ports: (61_000, 61_009),
+    fn nat(&mut self, out: &Outcome) -> Option<&NatRequest> {
+        self.plan = plan(out);
+        self.plan.as_ref()
+    }
+}
+
+/// The translation the router gives the connection `out` opens.
+fn plan(out: &Outcome) -> Option<NatRequest> {
+    let m = &out.meta;
+    if m.dst == Some(wan()) && m.dport == Some(8080) {
+        return Some(NatRequest {
+            dnat: Some((v4(10, 0, 0, 5), 80)),
+            snat: None,
+            ports: (1024, 65535),
+        });
+    }
+    match m.src {
+        Some(IpAddr::V4(a)) if a.octets()[0] == 10 => Some(NatRequest {
+            dnat: None,
+            snat: Some(SnatRequest {
+                addr: wan(),
+                preferred: None,
+                ask: false,
+                report: true,
+                endpoint_independent: m.dport == Some(443),
             }),
-            _ => None,
-        }
+            ports: (61_000, 61_009),
+        }),
+        _ => None,
     }
 }
 
@@ -623,7 +633,7 @@ fn play(engine: &mut Engine, steps: &[Step], shift: u64) -> Vec<(Outcome, Option
                 LinkType::Ethernet,
                 &s.frame,
                 s.frame.len(),
-                &mut Router,
+                &mut Router::default(),
             );
             if let Some(d) = s.seq_offset {
                 assert!(engine.set_seq_offset(d), "set_seq_offset");

@@ -21,18 +21,19 @@ impl Hooks for Masq {
         out.verdict
     }
 
-    fn nat(&mut self, _out: &Outcome) -> Option<NatRequest> {
-        Some(NatRequest {
+    fn nat(&mut self, _out: &Outcome) -> Option<&NatRequest> {
+        const REQUEST: NatRequest = NatRequest {
             dnat: None,
             snat: Some(SnatRequest {
-                addr: std::net::IpAddr::from(WAN),
+                addr: std::net::IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, 2)),
                 preferred: None,
                 ask: false,
                 report: true,
                 endpoint_independent: false,
             }),
             ports: (61_000, 61_000),
-        })
+        };
+        Some(&REQUEST)
     }
 }
 

@@ -1839,8 +1839,8 @@ impl Hooks for Ctx<'_, '_> {
         }
     }
 
-    fn nat(&mut self, _out: &Outcome) -> Option<NatRequest> {
-        self.nat.as_mut()?.plan
+    fn nat(&mut self, _out: &Outcome) -> Option<&NatRequest> {
+        self.nat.as_ref()?.plan.as_ref()
     }
 
     fn nat_port_usable(&mut self, _proto: u8, addr: IpAddr, port: u16) -> bool {

@@ -364,7 +364,7 @@ fn decode(rec: &[u8]) -> Result<Parsed, String> {
         x.seq_delta = f.u32(112);
         x.set_snat(snat.0, snat.1);
         x.set_dnat(dnat.0, dnat.1);
-        x.fill_rows(&key);
+        // `Table::set_nat` works out the rows when the connection is restored.
         Some(x)
     } else if flags != 0 {
         return Err("a translation on a connection marked untranslated".into());

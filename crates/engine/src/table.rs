@@ -246,7 +246,8 @@ impl NatExt {
 
     /// For an IPv4 connection tracked as `k`, replaces `rows` with each direction's
     /// rewrite, from the tuple its packets arrive with to the one they leave with (see
-    /// `NatExt::rows`). Runs once per translated connection; IPv6 keeps its addresses.
+    /// `NatExt::rows`). Runs once per translated connection, in `Table::set_nat`; IPv6
+    /// keeps its addresses.
     pub(crate) fn fill_rows(&mut self, k: &Key) {
         /// An IPv4 address as a number, and the sum of its two 16-bit words.
         fn v4(a: &Addr) -> (u32, u64) {

@@ -2063,20 +2063,17 @@ impl Engine {
         len: u32,
     ) -> Res {
         let Some((id, dir)) = found else {
-            return self.open_tcp(key, hash, seg, len);
+            return self.open_tcp(key, hash, *seg, len);
         };
-        let adjusted;
-        let seg = if self.ack_behind != 0 && dir == 0 {
+        // A copy, not a reference to one of two places: the segment's fields can then stay
+        // in registers (the out-of-line paths below take it by value for the same reason).
+        let mut seg = *seg;
+        if self.ack_behind != 0 && dir == 0 {
             // A SYN-proxied connection: track the original side's acknowledgments in the
             // reply side's sequence space, as they leave.
-            adjusted = wire::Tcp {
-                ack: seg.ack.wrapping_add(self.ack_behind),
-                ..*seg
-            };
-            &adjusted
-        } else {
-            seg
-        };
+            seg.ack = seg.ack.wrapping_add(self.ack_behind);
+        }
+        let seg = &seg;
         // Expiry counts from `now` rounded up to a whole second, as `deadline` does.
         let base = self.deadline(0);
         let e = self.table.get_mut(id);
@@ -2092,13 +2089,13 @@ impl Engine {
             }
             Decision::Invalid(r) => Res::invalid(r),
             Decision::IgnoreSyn | Decision::IgnoreSynAck => {
-                self.track_ignored_syn(id, dir, seg, decision, len)
+                self.track_ignored_syn(id, dir, *seg, decision, len)
             }
             Decision::Reopen => {
                 // The old connection's translation goes with it; the new one gets its own.
                 self.xlate = None;
                 self.remove_entry(id);
-                self.open_tcp(key, hash, seg, len)
+                self.open_tcp(key, hash, *seg, len)
             }
         }
     }
@@ -2111,10 +2108,11 @@ impl Engine {
         &mut self,
         id: u32,
         dir: usize,
-        seg: &wire::Tcp,
+        seg: wire::Tcp,
         decision: Decision,
         len: u32,
     ) -> Res {
+        let seg = &seg;
         if decision == Decision::IgnoreSyn {
             self.table.remember_syn(tcp::ignored_syn(id, seg));
         } else if let Some(syn) = self.table.ignored_syn(id) {
@@ -2136,7 +2134,8 @@ impl Engine {
     }
 
     #[inline(never)]
-    fn open_tcp(&mut self, key: &Key, hash: u64, seg: &wire::Tcp, len: u32) -> Res {
+    fn open_tcp(&mut self, key: &Key, hash: u64, seg: wire::Tcp, len: u32) -> Res {
+        let seg = &seg;
         let Some(state) = tcp::open_state(seg, &self.cfg) else {
             return Res::invalid(DropReason::TcpNotSyn);
         };

@@ -219,7 +219,7 @@ fn in_window(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
     if e.peer[s].maxwin == 0
         || (((state == SS && dir == 0) || (state == SR && dir == 1)) && after(end, e.peer[s].end))
     {
-        return in_window_init(e, dir, seg, liberal);
+        return in_window_init(e, dir, *seg, liberal);
     }
     bounds(e, dir, seg, liberal, sack, end)
 }
@@ -247,7 +247,8 @@ fn sack_of(e: &Entry, r: usize, seg: &Tcp) -> u32 {
 /// wrong ack would otherwise make the real one fail bound I). Out of line, so the fast path
 /// pays nothing for keeping the old state.
 #[inline(never)]
-fn in_window_init(e: &mut Entry, dir: usize, seg: &Tcp, liberal: bool) -> Window {
+fn in_window_init(e: &mut Entry, dir: usize, seg: Tcp, liberal: bool) -> Window {
+    let seg = &seg;
     let dir = dir & 1;
     let (s, r) = (dir, dir ^ 1);
     let saved = (e.peer, e.scale, e.pflags);
